@@ -1,0 +1,132 @@
+//! What a provider adds to the container: environment, mounts, files, agent configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Credential;
+
+/// One environment variable for the container. Values are placeholders, never real secrets: the
+/// proxy swaps in the real credential on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvVar {
+    /// Variable name (`GH_TOKEN`).
+    pub name: String,
+    /// Value (`ghp_moatProxyInjectedPlaceholder000000000000`).
+    pub value: String,
+}
+
+impl EnvVar {
+    /// A `name=value` pair.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        EnvVar { name: name.into(), value: value.into() }
+    }
+}
+
+/// A bind mount from the host into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Mount {
+    /// Absolute path on the host.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: PathBuf,
+    /// Mounted read-only (the default, and what credentials-adjacent files should use).
+    #[serde(default = "yes")]
+    pub read_only: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A file written into the container by its init process before the command starts, for tools
+/// that write to the same folder and so cannot have it bind-mounted (`~/.config/gh/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InitFile {
+    /// Absolute path in the container; must be under the container's home.
+    pub path: PathBuf,
+    /// File contents (UTF-8 text). Never a real secret.
+    pub content: String,
+}
+
+/// Arguments of [`CredentialProvider::mounts`](crate::CredentialProvider::mounts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MountsRequest {
+    /// The stored credential.
+    pub credential: Credential,
+    /// The home folder of the container's user (`/home/moatuser`).
+    pub container_home: PathBuf,
+}
+
+/// What a provider puts into the container besides environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerFiles {
+    /// Bind mounts.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// Files written by the container's init.
+    #[serde(default)]
+    pub init_files: Vec<InitFile>,
+    /// Handed back to [`CredentialProvider::cleanup`](crate::CredentialProvider::cleanup) when the
+    /// run ends (for example a staging folder to delete). Opaque to moat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<CleanupToken>,
+}
+
+/// An opaque value a provider hands out with its mounts and gets back at cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CleanupToken(pub String);
+
+/// An MCP server reached over HTTP, relayed by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct McpServer {
+    /// Server URL.
+    pub url: String,
+    /// Headers sent to it; credential values are `moat-stub-<grant>` stubs the proxy replaces.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Arguments of [`AgentProvider::prepare_container`](crate::AgentProvider::prepare_container).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PrepareOpts {
+    /// The agent's own credential, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
+    /// The home folder of the container's user.
+    pub container_home: PathBuf,
+    /// MCP servers configured for the run, by name.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, McpServer>,
+    /// Rendered markdown describing the run, for the agent's instruction file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_context: Option<String>,
+    /// The agent's own options from `moat.yaml` (its section, as JSON), validated by the agent.
+    #[serde(default)]
+    pub options: serde_json::Value,
+}
+
+/// What an agent adds to the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerConfig {
+    /// Environment variables.
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Mounts and init files, with a cleanup token (a staging folder, typically).
+    #[serde(default)]
+    pub files: ContainerFiles,
+}
+
+/// A command an agent adds to the CLI (`moat claude`), declared as data; the core builds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentCommand {
+    /// Subcommand name.
+    pub name: String,
+    /// One-line help.
+    pub about: String,
+    /// The program run in the container, before the user's arguments.
+    pub argv: Vec<String>,
+}

@@ -1,0 +1,79 @@
+//! # moat-plugin-sdk
+//!
+//! The provider contract of [moat](https://github.com/moat-dev/moat): the traits every provider
+//! implements and every type they exchange.
+//!
+//! moat runs commands and AI agents in containers and injects credentials on the wire through a
+//! TLS-intercepting proxy, so the container only ever sees placeholders. A *provider* knows how to
+//! get a credential (`moat grant <name>`) and how to use it: which headers the proxy sets on which
+//! hosts ([`ProxyRules`]), which placeholder environment variables the container gets, which files
+//! it needs.
+//!
+//! The same [`CredentialProvider`] trait is implemented by moat's built-in providers, by the adapter
+//! moat puts around a third-party `moat-provider-<name>` executable, and by that executable itself.
+//! Every argument and result is plain data with a JSON Schema, so nothing but data crosses the
+//! process boundary.
+//!
+//! ```
+//! use moat_plugin_sdk::*;
+//!
+//! struct Example;
+//!
+//! #[async_trait]
+//! impl CredentialProvider for Example {
+//!     fn info(&self) -> ProviderInfo {
+//!         ProviderInfo::new("example", "Example API token")
+//!     }
+//!
+//!     async fn grant(&self, request: GrantRequest) -> ProviderResult<GrantStep> {
+//!         // Ask for the token unless the host already has the answer.
+//!         let Some(token) = request.answer("token").and_then(Answer::as_secret) else {
+//!             let prompt = Prompt::secret("token", "Example token").with_env("EXAMPLE_TOKEN");
+//!             return Ok(GrantStep::Ask { prompts: vec![prompt], notes: vec![] });
+//!         };
+//!         let credential = Credential::new("example", token.clone());
+//!         Ok(GrantStep::Done { credential, notes: vec![] })
+//!     }
+//!
+//!     async fn configure_proxy(&self, credential: &Credential) -> ProviderResult<ProxyRules> {
+//!         let value = Secret::new(format!("Bearer {}", credential.token.expose()));
+//!         Ok(ProxyRules::new().with(ProxyRule::Credential {
+//!             host: "api.example.com".into(),
+//!             header: "Authorization".into(),
+//!             value,
+//!             grant: "example".into(),
+//!         }))
+//!     }
+//! }
+//! ```
+//!
+//! [`testkit`] has a scriptable [`testkit::MockProvider`] for tests of code that uses providers.
+
+#![warn(missing_docs)]
+
+mod container;
+mod credential;
+mod endpoint;
+mod error;
+mod grant;
+mod info;
+mod provider;
+mod rules;
+mod secret;
+pub mod testkit;
+
+pub use async_trait::async_trait;
+pub use container::{
+    AgentCommand, CleanupToken, ContainerConfig, ContainerFiles, EnvVar, InitFile, McpServer,
+    Mount, MountsRequest, PrepareOpts,
+};
+pub use credential::{Credential, META_TOKEN_SOURCE};
+pub use endpoint::{EndpointDecl, EndpointRequest, EndpointResponse, Refreshed, RunStoppedContext};
+pub use error::{ErrorKind, ProviderError, ProviderResult};
+pub use grant::{Answer, ChoiceOption, GrantRequest, GrantStep, Prompt, PromptKind};
+pub use info::{Capability, ProviderInfo, validate_name};
+pub use provider::{
+    AgentProvider, CredentialProvider, EndpointProvider, RefreshableProvider, RunStoppedHook,
+};
+pub use rules::{ProxyRule, ProxyRules, TransformKind};
+pub use secret::Secret;
