@@ -1,0 +1,11 @@
+//! moat: run commands and AI agents in containers with credentials injected on the wire.
+//!
+//! The binary (`main.rs`) registers providers into a [`provider::Registry`] and hands it to the
+//! [`cli`]. Everything else is a library module with one job each; see the README's tour.
+
+pub mod cli;
+pub mod credential;
+pub mod home;
+pub mod http;
+pub mod provider;
+pub mod providers;
