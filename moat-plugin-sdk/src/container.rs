@@ -21,7 +21,10 @@ pub struct EnvVar {
 impl EnvVar {
     /// A `name=value` pair.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        EnvVar { name: name.into(), value: value.into() }
+        EnvVar {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 

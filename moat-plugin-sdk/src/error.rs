@@ -51,7 +51,11 @@ pub struct ProviderError {
 impl ProviderError {
     /// An error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError { kind, message: message.into(), hint: None }
+        ProviderError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// Adds a hint (builder style).
@@ -62,7 +66,10 @@ impl ProviderError {
 
     /// Shorthand for [`ErrorKind::Unsupported`].
     pub fn unsupported(what: impl fmt::Display) -> Self {
-        ProviderError::new(ErrorKind::Unsupported, format!("{what} is not supported by this provider"))
+        ProviderError::new(
+            ErrorKind::Unsupported,
+            format!("{what} is not supported by this provider"),
+        )
     }
 
     /// Shorthand for [`ErrorKind::Internal`].

@@ -135,12 +135,22 @@ impl Prompt {
     }
 
     /// A numbered menu; the first option is the default.
-    pub fn choice(id: impl Into<String>, message: impl Into<String>, options: Vec<ChoiceOption>) -> Self {
+    pub fn choice(
+        id: impl Into<String>,
+        message: impl Into<String>,
+        options: Vec<ChoiceOption>,
+    ) -> Self {
         Prompt::of(id, message, PromptKind::Choice { options })
     }
 
     fn of(id: impl Into<String>, message: impl Into<String>, kind: PromptKind) -> Self {
-        Prompt { id: id.into(), message: message.into(), kind, help: None, env: None }
+        Prompt {
+            id: id.into(),
+            message: message.into(),
+            kind,
+            help: None,
+            env: None,
+        }
     }
 
     /// Sets the guidance text (builder style).

@@ -52,7 +52,9 @@ impl ProviderInfo {
 }
 
 /// An optional capability, beyond the credential contract every provider implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// [`AgentProvider`](crate::AgentProvider): runs an AI agent in the container.
@@ -69,7 +71,9 @@ pub enum Capability {
 /// letter, at most 64 characters. Such names are safe as file names and as executable suffixes.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok_start && ok_chars && name.len() <= 64 {
         Ok(())
     } else {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use crate::{
     AgentCommand, CleanupToken, ContainerConfig, ContainerFiles, Credential, EndpointDecl,
-    EndpointRequest, EndpointResponse, EnvVar, GrantRequest, GrantStep, MountsRequest,
-    PrepareOpts, ProviderInfo, ProviderResult, ProxyRules, Refreshed, RunStoppedContext,
+    EndpointRequest, EndpointResponse, EnvVar, GrantRequest, GrantStep, MountsRequest, PrepareOpts,
+    ProviderInfo, ProviderResult, ProxyRules, Refreshed, RunStoppedContext,
 };
 
 /// What every provider implements: get a credential, and say how to use it.
@@ -116,5 +116,8 @@ pub trait RefreshableProvider: CredentialProvider {
 pub trait RunStoppedHook: CredentialProvider {
     /// Called exactly once per run after the container exits; the returned entries are stored in
     /// the run's metadata under `provider_meta`.
-    async fn run_stopped(&self, context: RunStoppedContext) -> ProviderResult<BTreeMap<String, String>>;
+    async fn run_stopped(
+        &self,
+        context: RunStoppedContext,
+    ) -> ProviderResult<BTreeMap<String, String>>;
 }

@@ -149,9 +149,18 @@ mod tests {
     #[test]
     fn hosts_are_deduplicated_in_order() {
         let mut rules = ProxyRules::new()
-            .with(ProxyRule::RemoveHeader { host: "b".into(), name: "x".into() })
-            .with(ProxyRule::RemoveHeader { host: "a".into(), name: "y".into() })
-            .with(ProxyRule::RemoveHeader { host: "b".into(), name: "z".into() });
+            .with(ProxyRule::RemoveHeader {
+                host: "b".into(),
+                name: "x".into(),
+            })
+            .with(ProxyRule::RemoveHeader {
+                host: "a".into(),
+                name: "y".into(),
+            })
+            .with(ProxyRule::RemoveHeader {
+                host: "b".into(),
+                name: "z".into(),
+            });
         rules.allow_hosts.push("*.c".into());
         assert_eq!(rules.hosts(), vec!["b", "a", "*.c"]);
     }

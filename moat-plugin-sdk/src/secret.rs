@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn masked_shows_only_the_tail() {
-        assert_eq!(Secret::new("ghp_abcdefgh1234").masked(4), "****************1234");
+        assert_eq!(
+            Secret::new("ghp_abcdefgh1234").masked(4),
+            "****************1234"
+        );
         assert_eq!(Secret::new("short").masked(4), "****************");
     }
 

@@ -49,7 +49,10 @@ impl MockProvider {
             info: ProviderInfo::new(name, format!("Mock provider {name}")),
             grant: Arc::new(move |_| {
                 let credential = Credential::new(provider.clone(), "mock-token");
-                Ok(GrantStep::Done { credential, notes: vec![] })
+                Ok(GrantStep::Done {
+                    credential,
+                    notes: vec![],
+                })
             }),
             rules: None,
             env: Vec::new(),
@@ -142,7 +145,10 @@ impl MockProvider {
     }
 
     fn record(&self, method: &str) {
-        self.calls.lock().expect("mock call log").push(method.to_string());
+        self.calls
+            .lock()
+            .expect("mock call log")
+            .push(method.to_string());
     }
 }
 
@@ -205,7 +211,10 @@ impl CredentialProvider for MockProvider {
 impl AgentProvider for MockProvider {
     async fn prepare_container(&self, _: PrepareOpts) -> ProviderResult<ContainerConfig> {
         self.record("prepare_container");
-        Ok(ContainerConfig { env: self.env.clone(), files: self.files.clone() })
+        Ok(ContainerConfig {
+            env: self.env.clone(),
+            files: self.files.clone(),
+        })
     }
 
     fn commands(&self) -> Vec<AgentCommand> {
@@ -228,7 +237,11 @@ impl EndpointProvider for MockProvider {
 
     async fn endpoint(&self, request: EndpointRequest) -> ProviderResult<EndpointResponse> {
         self.record("endpoint");
-        Ok(EndpointResponse { status: 200, headers: BTreeMap::new(), body: request.path })
+        Ok(EndpointResponse {
+            status: 200,
+            headers: BTreeMap::new(),
+            body: request.path,
+        })
     }
 }
 
@@ -248,7 +261,10 @@ impl RefreshableProvider for MockProvider {
 
 #[async_trait]
 impl RunStoppedHook for MockProvider {
-    async fn run_stopped(&self, context: RunStoppedContext) -> ProviderResult<BTreeMap<String, String>> {
+    async fn run_stopped(
+        &self,
+        context: RunStoppedContext,
+    ) -> ProviderResult<BTreeMap<String, String>> {
         self.record("run_stopped");
         Ok(BTreeMap::from([("run_id".to_string(), context.run_id)]))
     }
@@ -262,7 +278,8 @@ mod tests {
     #[tokio::test]
     async fn default_mock_grants_and_records_calls() {
         let mock = MockProvider::new("m");
-        let GrantStep::Done { credential, .. } = mock.grant(GrantRequest::default()).await.unwrap() else {
+        let GrantStep::Done { credential, .. } = mock.grant(GrantRequest::default()).await.unwrap()
+        else {
             panic!("expected done");
         };
         assert_eq!(credential.token.expose(), "mock-token");
@@ -275,20 +292,38 @@ mod tests {
     #[tokio::test]
     async fn scripted_grant_asks_then_fails() {
         let mock = MockProvider::new("m").grant_with(|req| match req.answer("token") {
-            None => Ok(GrantStep::Ask { prompts: vec![Prompt::secret("token", "Token")], notes: vec![] }),
+            None => Ok(GrantStep::Ask {
+                prompts: vec![Prompt::secret("token", "Token")],
+                notes: vec![],
+            }),
             Some(Answer::Secret(_)) => Err(ProviderError::new(ErrorKind::InvalidCredential, "bad")),
             Some(_) => unreachable!(),
         });
-        assert!(matches!(mock.grant(GrantRequest::default()).await, Ok(GrantStep::Ask { .. })));
+        assert!(matches!(
+            mock.grant(GrantRequest::default()).await,
+            Ok(GrantStep::Ask { .. })
+        ));
         let answered = GrantRequest::default().with_answer("token", Answer::Secret("x".into()));
-        assert_eq!(mock.grant(answered).await.unwrap_err().kind, ErrorKind::InvalidCredential);
+        assert_eq!(
+            mock.grant(answered).await.unwrap_err().kind,
+            ErrorKind::InvalidCredential
+        );
     }
 
     #[tokio::test]
     async fn capabilities_follow_the_builder() {
-        let mock = MockProvider::new("m").agent().endpoint().refreshable().run_stopped_hook();
+        let mock = MockProvider::new("m")
+            .agent()
+            .endpoint()
+            .refreshable()
+            .run_stopped_hook();
         assert!(mock.as_agent().is_some() && mock.as_endpoint().is_some());
-        let refreshed = mock.as_refreshable().unwrap().refresh(&Credential::new("m", "t")).await.unwrap();
+        let refreshed = mock
+            .as_refreshable()
+            .unwrap()
+            .refresh(&Credential::new("m", "t"))
+            .await
+            .unwrap();
         assert_eq!(refreshed.credential.token.expose(), "mock-token-refreshed");
     }
 }
