@@ -1,1 +1,4 @@
-//! (being written)
+//! The built-in providers, one folder each. `main` registers them explicitly; nothing else in
+//! moat names them.
+
+pub mod github;
