@@ -1,1 +1,51 @@
-fn main() {}
+//! The `moat` binary: register the providers, then hand over to the CLI.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use moat::cli::Cli;
+use moat::provider::Registry;
+use moat::providers::github::GithubProvider;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbosity());
+
+    // Explicit registration, in precedence order: built-ins first, so nothing can shadow them.
+    let mut registry = Registry::new();
+    registry.register_builtin(Arc::new(GithubProvider::from_env()));
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start moat's runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli.run(registry))
+}
+
+/// Logs go to stderr: `-v` is debug for moat, `-vv` trace; `RUST_LOG` overrides both. Colour
+/// only on a terminal and never with `NO_COLOR`.
+fn init_logging(verbosity: u8) {
+    let default = match verbosity {
+        0 => "moat=warn",
+        1 => "moat=debug,moat_plugin_sdk=debug",
+        _ => "moat=trace,moat_plugin_sdk=trace,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
+        .init();
+}

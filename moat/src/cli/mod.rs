@@ -1,1 +1,143 @@
-//! (being written)
+//! The command line: parse, call the library, print. One module per command.
+
+mod error;
+mod grant;
+mod prompt;
+mod revoke;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use error::{CliError, CliResult, code};
+
+use crate::credential::{CredentialStore, KeyConfig};
+use crate::home::{MoatHome, Profile};
+use crate::provider::Registry;
+
+const AFTER_HELP: &str = "\
+Credentials are stored encrypted under $MOAT_HOME (default ~/.moat); the key lives in the system
+keyring, or in $MOAT_HOME/encryption.key when MOAT_KEYRING_BACKEND=file.
+
+Exit codes: 0 success, 1 failure, 2 usage error, 3 provider or credential not found,
+4 credential rejected, 5 input needed but unavailable, 6 credential store unreadable.
+
+Examples:
+  moat grant github            store a GitHub token (from GITHUB_TOKEN, the gh CLI, or a prompt)
+  moat grant providers         list the providers and where each comes from
+  moat grant list --json       list stored credentials as JSON
+  moat revoke github           delete the stored GitHub credential";
+
+/// Run commands and AI coding agents in containers, with credentials injected on the wire by a
+/// proxy so the agent never sees a token.
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Use a separate set of credentials (letters, digits, '-' and '_').
+    #[arg(long, global = true, env = "MOAT_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
+
+    /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a credential for a provider, or inspect providers and stored credentials.
+    Grant(grant::GrantArgs),
+    /// Delete a stored credential.
+    Revoke(revoke::RevokeArgs),
+}
+
+impl Cli {
+    /// How verbose logging should be (`-v` count).
+    pub fn verbosity(&self) -> u8 {
+        self.global.verbose
+    }
+
+    /// Runs the parsed command against `registry`, with moat's home and key storage taken from
+    /// the environment, and returns moat's exit code.
+    pub async fn run(self, registry: Registry) -> ExitCode {
+        let home = match MoatHome::from_env() {
+            Ok(home) => home,
+            Err(err) => {
+                let hint = "Set MOAT_HOME to the folder moat should keep its state in.";
+                return CliError::new(err.to_string()).hint(hint).report();
+            }
+        };
+        self.run_with(registry, home, KeyConfig::from_env()).await
+    }
+
+    /// [`run`](Self::run) with an explicit home and key storage (for tests and embedding).
+    pub async fn run_with(self, registry: Registry, home: MoatHome, keys: KeyConfig) -> ExitCode {
+        match self.dispatch(registry, home, keys).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => err.report(),
+        }
+    }
+
+    async fn dispatch(self, registry: Registry, home: MoatHome, keys: KeyConfig) -> CliResult {
+        let profile = match self.global.profile.as_deref().filter(|p| !p.is_empty()) {
+            Some(name) => Some(
+                Profile::new(name)
+                    .map_err(|err| CliError::new(err.to_string()).code(code::USAGE))?,
+            ),
+            None => None,
+        };
+        let store = CredentialStore::open(&home, profile.as_ref(), keys);
+        let context = Context {
+            registry,
+            home,
+            profile,
+            store,
+        };
+        match self.command {
+            Command::Grant(args) => grant::run(&context, args).await,
+            Command::Revoke(args) => revoke::run(&context, args),
+        }
+    }
+}
+
+/// What every command works with.
+struct Context {
+    registry: Registry,
+    #[allow(
+        dead_code,
+        reason = "read by the commands that manage runs and plugins"
+    )]
+    home: MoatHome,
+    profile: Option<Profile>,
+    store: CredentialStore,
+}
+
+impl Context {
+    /// ` (profile: p)` when a profile is in use, for confirmations.
+    fn profile_suffix(&self) -> String {
+        self.profile
+            .as_ref()
+            .map(|p| format!(" (profile: {p})"))
+            .unwrap_or_default()
+    }
+
+    /// The store key for a name given on the command line: a provider or alias resolves through
+    /// the registry; an unknown name is taken as a store key, so credentials of a provider that
+    /// is no longer installed can still be shown and revoked.
+    fn store_key_for(&self, name: &str) -> String {
+        match self.registry.get(name) {
+            Some(entry) => entry.info.store_key().to_string(),
+            None => name.to_string(),
+        }
+    }
+}

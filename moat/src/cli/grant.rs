@@ -1,0 +1,326 @@
+//! `moat grant`: store a credential, list providers, list and show stored credentials.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use moat_plugin_sdk::{Credential, META_TOKEN_SOURCE};
+use serde::Serialize;
+
+use super::prompt::{InputMode, TerminalAnswerer};
+use super::{CliError, CliResult, Context, code, table};
+use crate::provider::run_grant;
+
+const GRANT_HELP: &str = "\
+The provider asks for what it needs: a GitHub token comes from GITHUB_TOKEN or GH_TOKEN, then the gh
+CLI (after asking), then a hidden prompt. Without a terminal, secrets are read one line at a time from
+stdin, so `printf '%s\\n' \"$TOKEN\" | moat grant github` works; with --no-input nothing is read and a
+missing answer fails, naming the variable to set.
+
+Examples:
+  moat grant github
+  GITHUB_TOKEN=ghp_... moat grant github --no-input
+  moat grant providers --json";
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = GRANT_HELP
+)]
+pub struct GrantArgs {
+    #[command(subcommand)]
+    command: Option<GrantCommand>,
+
+    /// The provider to grant (`moat grant providers` lists them).
+    #[arg(required = true, value_name = "PROVIDER")]
+    provider: Option<String>,
+
+    /// Never prompt or read stdin: fail instead, naming what to set.
+    #[arg(long, env = "MOAT_NO_INPUT", value_parser = clap::builder::FalseyValueParser::new())]
+    no_input: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantCommand {
+    /// List every provider and where it comes from (builtin, custom, plugin).
+    Providers(JsonFlag),
+    /// List stored credentials (never their tokens).
+    List(JsonFlag),
+    /// Show one stored credential, token masked.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// Provider name or alias.
+    #[arg(value_name = "PROVIDER")]
+    name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(context: &Context, args: GrantArgs) -> CliResult {
+    match args.command {
+        Some(GrantCommand::Providers(flag)) => providers(context, flag.json),
+        Some(GrantCommand::List(flag)) => list(context, flag.json),
+        Some(GrantCommand::Show(show_args)) => show(context, show_args),
+        None => {
+            let provider = args
+                .provider
+                .expect("clap requires PROVIDER without a subcommand");
+            grant(context, &provider, args.no_input).await
+        }
+    }
+}
+
+async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
+    if let Some((base, _)) = name.split_once(':')
+        && context.registry.get(base).is_some()
+    {
+        return Err(
+            CliError::new(format!("scopes are not supported in grant names: {name}"))
+                .hint(format!(
+                    "Run 'moat grant {base}' and choose the token's scopes where you create it."
+                ))
+                .code(code::USAGE),
+        );
+    }
+    let entry = context.registry.lookup(name)?;
+    let mut answerer = TerminalAnswerer::new(InputMode::detect(no_input));
+    let credential = run_grant(entry, &mut answerer).await?;
+    let path = context.store.save(entry.info.store_key(), &credential)?;
+    tracing::info!(provider = %entry.info.name, path = %path.display(), "credential stored");
+    println!(
+        "Credential saved to {}{}",
+        path.display(),
+        context.profile_suffix()
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ProviderRow<'a> {
+    provider: &'a str,
+    description: &'a str,
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    aliases: Vec<&'a str>,
+}
+
+fn providers(context: &Context, json: bool) -> CliResult {
+    use crate::provider::ProviderSource;
+    let rows: Vec<ProviderRow> = context
+        .registry
+        .all()
+        .map(|entry| {
+            let (source, path) = match &entry.source {
+                ProviderSource::Builtin => ("builtin", None),
+                ProviderSource::Custom { path } => ("custom", Some(path.display().to_string())),
+                ProviderSource::Plugin { path } => ("plugin", Some(path.display().to_string())),
+            };
+            ProviderRow {
+                provider: &entry.info.name,
+                description: &entry.info.description,
+                source: source.to_string(),
+                path,
+                aliases: context.registry.aliases_of(&entry.info.name),
+            }
+        })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let source = match &row.path {
+                Some(path) => format!("{} ({path})", row.source),
+                None => row.source.clone(),
+            };
+            vec![
+                row.provider.to_string(),
+                row.description.to_string(),
+                source,
+            ]
+        })
+        .collect();
+    table::print(&["PROVIDER", "DESCRIPTION", "SOURCE"], &cells, 3);
+    Ok(())
+}
+
+/// A stored credential as listings show it: facts, never the token.
+#[derive(Serialize)]
+struct CredentialSummary {
+    provider: String,
+    #[serde(rename = "type")]
+    kind: String,
+    source: Option<String>,
+    granted_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+}
+
+impl CredentialSummary {
+    fn of(name: String, credential: &Credential) -> Self {
+        let metadata = credential
+            .metadata
+            .iter()
+            .filter(|(key, _)| !is_secretive(key));
+        CredentialSummary {
+            provider: name,
+            kind: credential
+                .metadata
+                .get("auth_type")
+                .cloned()
+                .unwrap_or_else(|| "token".into()),
+            source: credential.token_source().map(str::to_string),
+            granted_at: credential.created_at,
+            expires_at: credential.expires_at,
+            scopes: credential.scopes.clone(),
+            metadata: metadata.map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+/// Metadata keys that are not for display even though metadata should hold no secret: a provider
+/// may have been careless, and the Go implementation stored these there.
+fn is_secretive(key: &str) -> bool {
+    const HIDDEN: [&str; 6] = [
+        "refresh_token",
+        "client_secret",
+        "client_id",
+        "token_url",
+        "meta_app_secret",
+        META_TOKEN_SOURCE,
+    ];
+    HIDDEN.contains(&key) || key.contains("secret") || key.contains("password")
+}
+
+/// The provider name to show for a store key: the provider that stores under it, else the key.
+fn display_name(context: &Context, key: &str) -> String {
+    let owner = context
+        .registry
+        .all()
+        .find(|entry| entry.info.store_key() == key);
+    owner.map_or_else(|| key.to_string(), |entry| entry.info.name.clone())
+}
+
+fn list(context: &Context, json: bool) -> CliResult {
+    let entries = context.store.list()?;
+    let mut summaries = Vec::new();
+    let mut broken = Vec::new();
+    for entry in entries {
+        match entry.credential {
+            Ok(credential) => summaries.push(CredentialSummary::of(
+                display_name(context, &entry.key),
+                &credential,
+            )),
+            Err(err) => broken.push(err),
+        }
+    }
+    for err in &broken {
+        let hint = err.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+        anstream::eprintln!("warning: {err}{hint}");
+    }
+    if json {
+        return print_json(&summaries);
+    }
+    if summaries.is_empty() {
+        if broken.is_empty() {
+            println!("No credentials found{}.", context.profile_suffix());
+            println!(
+                "Run 'moat grant <provider>' to store one; 'moat grant providers' lists the providers."
+            );
+        }
+        return Ok(());
+    }
+    if let Some(profile) = &context.profile {
+        println!("Profile: {profile}");
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = summaries
+        .iter()
+        .map(|s| {
+            vec![
+                s.provider.clone(),
+                s.kind.clone(),
+                table::relative(s.granted_at, now),
+            ]
+        })
+        .collect();
+    table::print(&["PROVIDER", "TYPE", "GRANTED"], &rows, 2);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ShowJson {
+    #[serde(flatten)]
+    summary: CredentialSummary,
+    token: String,
+}
+
+fn show(context: &Context, args: ShowArgs) -> CliResult {
+    let key = context.store_key_for(&args.name);
+    let credential = context.store.load(&key)?;
+    let summary = CredentialSummary::of(display_name(context, &key), &credential);
+    let token = credential.token.masked(4);
+    if args.json {
+        return print_json(&ShowJson { summary, token });
+    }
+    let now = Utc::now();
+    println!("Provider: {}", summary.provider);
+    println!("Type:     {}", summary.kind);
+    println!(
+        "Source:   {}",
+        summary.source.as_deref().unwrap_or("unknown")
+    );
+    if !summary.scopes.is_empty() {
+        println!("Scopes:   {}", summary.scopes.join(", "));
+    }
+    for (key, value) in &summary.metadata {
+        println!("{:<9} {value}", format!("{}:", capitalize(key)));
+    }
+    println!(
+        "Granted:  {} ({})",
+        summary.granted_at.to_rfc3339(),
+        table::relative(summary.granted_at, now)
+    );
+    match summary.expires_at {
+        Some(at) => println!(
+            "Expires:  {} ({})",
+            at.to_rfc3339(),
+            table::relative(at, now)
+        ),
+        None => println!("Expires:  never"),
+    }
+    println!("Token:    {token}");
+    Ok(())
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+fn print_json(value: &impl Serialize) -> CliResult {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|err| CliError::new(format!("cannot write JSON: {err}")))?;
+    println!("{text}");
+    Ok(())
+}
