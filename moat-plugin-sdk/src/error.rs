@@ -32,7 +32,8 @@ pub enum ErrorKind {
     Network,
     /// The call was cancelled.
     Cancelled,
-    /// Anything else: a bug or an environment problem.
+    /// Anything else: a bug or an environment problem. Kinds unknown to this version read as this.
+    #[serde(other)]
     Internal,
 }
 

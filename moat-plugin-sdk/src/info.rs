@@ -65,6 +65,9 @@ pub enum Capability {
     Refresh,
     /// [`RunStoppedHook`](crate::RunStoppedHook): wants to know when a run ends.
     RunStopped,
+    /// A capability newer than this version of the protocol types; ignored.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Checks a provider or alias name: lowercase ASCII letters, digits and `-`, starting with a

@@ -57,6 +57,7 @@ mod endpoint;
 mod error;
 mod grant;
 mod info;
+pub mod protocol;
 mod provider;
 mod rules;
 mod secret;
