@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(validate_name("github").is_ok());
+        assert!(validate_name("alpha").is_ok());
         assert!(validate_name("brave-search2").is_ok());
         for bad in ["", "GitHub", "../x", "a/b", "1abc", "a b", "oauth:x"] {
             assert!(validate_name(bad).is_err(), "{bad}");

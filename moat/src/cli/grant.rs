@@ -12,10 +12,13 @@ use super::{CliError, CliResult, Context, code, table};
 use crate::provider::run_grant;
 
 const GRANT_HELP: &str = "\
-The provider asks for what it needs: a GitHub token comes from GITHUB_TOKEN or GH_TOKEN, then the gh
-CLI (after asking), then a hidden prompt. Without a terminal, secrets are read one line at a time from
-stdin, so `printf '%s\\n' \"$TOKEN\" | moat grant github` works; with --no-input nothing is read and a
-missing answer fails, naming the variable to set.
+Each provider asks for what it needs. GitHub, for example, takes GITHUB_TOKEN
+or GH_TOKEN, then the gh CLI (after asking), then a hidden prompt.
+
+Without a terminal, secrets are read one line at a time from stdin:
+  printf '%s\\n' \"$TOKEN\" | moat grant github
+With --no-input nothing is read, and a missing answer fails with the name of
+the variable to set.
 
 Examples:
   moat grant github
@@ -195,18 +198,15 @@ impl CredentialSummary {
     }
 }
 
-/// Metadata keys that are not for display even though metadata should hold no secret: a provider
-/// may have been careless, and the Go implementation stored these there.
+/// Metadata keys left out of listings. Metadata should hold no secret, but a careless provider
+/// (or a store written by the Go implementation) may have put OAuth material there, so anything
+/// named like a secret is hidden. `token_source` is shown as its own field.
 fn is_secretive(key: &str) -> bool {
-    const HIDDEN: [&str; 6] = [
-        "refresh_token",
-        "client_secret",
-        "client_id",
-        "token_url",
-        "meta_app_secret",
-        META_TOKEN_SOURCE,
-    ];
-    HIDDEN.contains(&key) || key.contains("secret") || key.contains("password")
+    let key = key.to_ascii_lowercase();
+    key == META_TOKEN_SOURCE
+        || ["token", "secret", "password", "client_id"]
+            .iter()
+            .any(|word| key.contains(word))
 }
 
 /// The provider name to show for a store key: the provider that stores under it, else the key.
@@ -323,4 +323,26 @@ fn print_json(value: &impl Serialize) -> CliResult {
         .map_err(|err| CliError::new(format!("cannot write JSON: {err}")))?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_metadata_is_hidden() {
+        for key in [
+            "refresh_token",
+            "client_secret",
+            "Client_ID",
+            "token_url",
+            "db_password",
+            "token_source",
+        ] {
+            assert!(is_secretive(key), "{key}");
+        }
+        for key in ["login", "auth_type", "region"] {
+            assert!(!is_secretive(key), "{key}");
+        }
+    }
 }

@@ -194,7 +194,7 @@ mod tests {
     async fn a_credential_for_another_provider_is_refused() {
         let liar = MockProvider::new("m").grant_with(|_| {
             Ok(GrantStep::Done {
-                credential: Credential::new("github", "t"),
+                credential: Credential::new("other", "t"),
                 notes: vec![],
             })
         });
@@ -202,7 +202,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.message.contains("returned a credential for \"github\""),
+            err.message.contains("returned a credential for \"other\""),
             "{err}"
         );
     }

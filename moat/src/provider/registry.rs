@@ -221,44 +221,44 @@ mod tests {
 
     fn registry() -> Registry {
         let mut registry = Registry::new();
-        registry.register_builtin(Arc::new(MockProvider::new("github").alias("gh-token")));
-        registry.register_builtin(Arc::new(MockProvider::new("claude").agent()));
-        registry.register_builtin(Arc::new(MockProvider::new("aws").endpoint()));
+        registry.register_builtin(Arc::new(MockProvider::new("alpha").alias("al")));
+        registry.register_builtin(Arc::new(MockProvider::new("agent-x").agent()));
+        registry.register_builtin(Arc::new(MockProvider::new("endpoint-y").endpoint()));
         registry
     }
 
     #[test]
     fn lookup_by_name_and_alias() {
         let registry = registry();
-        assert_eq!(registry.get("github").unwrap().info.name, "github");
-        assert_eq!(registry.get("gh-token").unwrap().info.name, "github");
-        assert_eq!(registry.resolve_name("gh-token"), "github");
+        assert_eq!(registry.get("alpha").unwrap().info.name, "alpha");
+        assert_eq!(registry.get("al").unwrap().info.name, "alpha");
+        assert_eq!(registry.resolve_name("al"), "alpha");
         assert_eq!(registry.resolve_name("nope"), "nope");
-        assert_eq!(registry.aliases_of("github"), vec!["gh-token"]);
+        assert_eq!(registry.aliases_of("alpha"), vec!["al"]);
     }
 
     #[test]
     fn capability_queries() {
         let registry = registry();
-        assert!(registry.get_agent("claude").is_some());
-        assert!(registry.get_agent("github").is_none());
-        assert!(registry.get_endpoint("aws").is_some());
+        assert!(registry.get_agent("agent-x").is_some());
+        assert!(registry.get_agent("alpha").is_none());
+        assert!(registry.get_endpoint("endpoint-y").is_some());
         let agents: Vec<_> = registry
             .agents()
             .map(|(e, _)| e.info.name.as_str())
             .collect();
-        assert_eq!(agents, vec!["claude"]);
+        assert_eq!(agents, vec!["agent-x"]);
     }
 
     #[test]
     fn names_are_sorted_and_unknown_lists_them() {
         let registry = registry();
-        assert_eq!(registry.names(), vec!["aws", "claude", "github"]);
-        let err = registry.lookup("gitlab").err().unwrap();
+        assert_eq!(registry.names(), vec!["agent-x", "alpha", "endpoint-y"]);
+        let err = registry.lookup("gamma").err().unwrap();
         assert_eq!(err.kind, ErrorKind::ProviderNotFound);
         let text = err.to_string();
-        assert!(text.contains("unknown provider: gitlab"), "{text}");
-        assert!(text.contains("aws, claude, github"), "{text}");
+        assert!(text.contains("unknown provider: gamma"), "{text}");
+        assert!(text.contains("agent-x, alpha, endpoint-y"), "{text}");
         assert!(text.contains("moat grant providers"), "{text}");
     }
 
@@ -266,19 +266,19 @@ mod tests {
     fn first_registration_wins() {
         let mut registry = registry();
         let plugin = ProviderSource::Plugin {
-            path: "/bin/moat-provider-github".into(),
+            path: "/bin/moat-provider-alpha".into(),
         };
         let err = registry
-            .register(Arc::new(MockProvider::new("github")), plugin)
+            .register(Arc::new(MockProvider::new("alpha")), plugin)
             .unwrap_err();
         assert!(
-            matches!(err, RegistryError::NameTaken { ref taken_by, holder_source: ProviderSource::Builtin, .. } if taken_by == "github")
+            matches!(err, RegistryError::NameTaken { ref taken_by, holder_source: ProviderSource::Builtin, .. } if taken_by == "alpha")
         );
         // A name taken as an alias is taken too.
         let plugin = ProviderSource::Plugin { path: "/x".into() };
         assert!(
             registry
-                .register(Arc::new(MockProvider::new("gh-token")), plugin)
+                .register(Arc::new(MockProvider::new("al")), plugin)
                 .is_err()
         );
     }
@@ -290,13 +290,10 @@ mod tests {
             path: "/p.yaml".into(),
         };
         registry
-            .register(
-                Arc::new(MockProvider::new("gitlab").alias("github")),
-                source,
-            )
+            .register(Arc::new(MockProvider::new("gamma").alias("alpha")), source)
             .unwrap();
-        assert_eq!(registry.resolve_name("github"), "github");
-        assert!(registry.get("gitlab").is_some());
+        assert_eq!(registry.resolve_name("alpha"), "alpha");
+        assert!(registry.get("gamma").is_some());
     }
 
     #[test]
