@@ -47,6 +47,11 @@
 //! }
 //! ```
 //!
+//! A plugin's `main` is one line, [`serve()`]: `fn main() { moat_plugin_sdk::serve(Example) }`
+//! turns the provider into a `moat-provider-example` executable speaking protocol v1
+//! ([`protocol`]) on its stdin and stdout. [`serve_io`] runs the same loop over any reader and
+//! writer, for tests.
+//!
 //! [`testkit`] has a scriptable [`testkit::MockProvider`] for tests of code that uses providers.
 
 #![warn(missing_docs)]
@@ -61,6 +66,7 @@ pub mod protocol;
 mod provider;
 mod rules;
 mod secret;
+pub mod serve;
 pub mod testkit;
 
 pub use async_trait::async_trait;
@@ -78,3 +84,4 @@ pub use provider::{
 };
 pub use rules::{ProxyRule, ProxyRules, TransformKind};
 pub use secret::Secret;
+pub use serve::{serve, serve_io, serve_io_with, serve_with};

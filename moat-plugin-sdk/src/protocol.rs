@@ -181,7 +181,11 @@ pub mod code {
     pub const PROVIDER_ERROR: i32 = -32000;
     /// No protocol major in common; `data.kind` is `unsupported`.
     pub const UNSUPPORTED_VERSION: i32 = -32001;
-    /// The request was cancelled by `$/cancel`.
+    /// A request other than `initialize` (or `shutdown`) arrived before a successful
+    /// `initialize`; `data.kind` is `invalid_input`.
+    pub const NOT_INITIALIZED: i32 = -32002;
+    /// The request was cancelled by `$/cancel` (or abandoned because stdin closed); `data.kind`
+    /// is `cancelled`.
     pub const CANCELLED: i32 = -32800;
 }
 
@@ -193,4 +197,88 @@ pub struct ErrorData {
     /// What the user should do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+}
+
+/// The JSON Schema of one protocol message, as committed under `schema/v1/` in the moat
+/// repository.
+#[derive(Debug, Clone)]
+pub struct MessageSchema {
+    /// The file name (`grant.params.json`, `grant.result.json`, `error-data.json`, ...).
+    pub file: &'static str,
+    /// The schema (JSON Schema 2020-12).
+    pub schema: schemars::Schema,
+}
+
+/// Every message's schema, generated from these types: one params and one result schema per
+/// method, plus `error-data`, `cancel.params` and `log.params`.
+///
+/// What moat sends (params, `$/cancel`) is described as it is serialized: a field marked
+/// required is always there. What moat receives (results, `error.data`, `$/log`) is described as
+/// it is deserialized: a field not marked required may be left out. Unknown fields are allowed
+/// everywhere. The host and conformance checks validate plugin output against these.
+pub fn schemas() -> Vec<MessageSchema> {
+    vec![
+        sent::<InitializeParams>("initialize.params.json", "`initialize` params"),
+        received::<InitializeResult>("initialize.result.json", "`initialize` result"),
+        sent::<GrantParams>("grant.params.json", "`grant` params"),
+        received::<GrantResult>("grant.result.json", "`grant` result"),
+        sent::<CredentialParams>("configure_proxy.params.json", "`configure_proxy` params"),
+        received::<ConfigureProxyResult>("configure_proxy.result.json", "`configure_proxy` result"),
+        sent::<CredentialParams>("container_env.params.json", "`container_env` params"),
+        received::<ContainerEnvResult>("container_env.result.json", "`container_env` result"),
+        sent::<MountsParams>("mounts.params.json", "`mounts` params"),
+        received::<MountsResult>("mounts.result.json", "`mounts` result"),
+        sent::<CleanupParams>("cleanup.params.json", "`cleanup` params"),
+        received::<Empty>("cleanup.result.json", "`cleanup` result"),
+        sent::<CredentialParams>("refresh.params.json", "`refresh` params"),
+        received::<RefreshResult>("refresh.result.json", "`refresh` result"),
+        sent::<PrepareContainerParams>(
+            "prepare_container.params.json",
+            "`prepare_container` params",
+        ),
+        received::<PrepareContainerResult>(
+            "prepare_container.result.json",
+            "`prepare_container` result",
+        ),
+        sent::<EndpointParams>("endpoint.params.json", "`endpoint` params"),
+        received::<EndpointResult>("endpoint.result.json", "`endpoint` result"),
+        sent::<RunStoppedParams>("run_stopped.params.json", "`run_stopped` params"),
+        received::<RunStoppedResult>("run_stopped.result.json", "`run_stopped` result"),
+        sent::<Empty>("shutdown.params.json", "`shutdown` params"),
+        received::<Empty>("shutdown.result.json", "`shutdown` result"),
+        sent::<CancelParams>(
+            "cancel.params.json",
+            "`$/cancel` params (notification, host to plugin)",
+        ),
+        received::<LogParams>(
+            "log.params.json",
+            "`$/log` params (notification, plugin to host)",
+        ),
+        received::<ErrorData>("error-data.json", "`error.data` of a provider error"),
+    ]
+}
+
+/// A message moat sends: described as serialized.
+fn sent<T: JsonSchema>(file: &'static str, title: &str) -> MessageSchema {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().for_serialize();
+    titled(
+        file,
+        title,
+        settings.into_generator().into_root_schema_for::<T>(),
+    )
+}
+
+/// A message moat receives: described as deserialized.
+fn received<T: JsonSchema>(file: &'static str, title: &str) -> MessageSchema {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().for_deserialize();
+    titled(
+        file,
+        title,
+        settings.into_generator().into_root_schema_for::<T>(),
+    )
+}
+
+fn titled(file: &'static str, title: &str, mut schema: schemars::Schema) -> MessageSchema {
+    schema.insert("title".into(), format!("moat protocol v1: {title}").into());
+    MessageSchema { file, schema }
 }

@@ -1,0 +1,168 @@
+//! The process around the loop: the `--moat-plugin` check, logging to stderr, and taking the
+//! real stdin/stdout away from provider code.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::ProviderInfo;
+use crate::protocol::{EXECUTABLE_PREFIX, PLUGIN_FLAG};
+
+/// The environment variables read for the log filter, first match wins.
+pub(crate) const LOG_ENV: [&str; 2] = ["MOAT_PLUGIN_LOG", "RUST_LOG"];
+
+/// True when the process was started by moat (`--moat-plugin` among the arguments).
+pub(crate) fn started_by_moat(args: impl IntoIterator<Item = OsString>) -> bool {
+    args.into_iter().skip(1).any(|arg| arg == PLUGIN_FLAG)
+}
+
+/// What a person running the binary by hand reads.
+pub(crate) fn explanation(argv0: Option<&OsString>, info: &ProviderInfo) -> String {
+    let exe = argv0
+        .and_then(|a| Path::new(a).file_name())
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{EXECUTABLE_PREFIX}{}", info.name));
+    format!(
+        "{exe} is a moat provider plugin ({name}: {description}); moat runs it.\n\
+         Try: moat grant {name}\n\
+         (moat starts it with {PLUGIN_FLAG} and speaks JSON-RPC on its stdin/stdout.)\n",
+        name = info.name,
+        description = info.description,
+    )
+}
+
+/// Installs a `tracing` subscriber writing JSON lines to stderr (`{"timestamp", "level",
+/// "message", "target", ...}`), filtered by `MOAT_PLUGIN_LOG`, else `RUST_LOG`, else `info`.
+/// Does nothing when a global subscriber is already set.
+pub(crate) fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let directives = LOG_ENV
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_ansi(false)
+        .with_writer(io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+}
+
+/// The protocol's own stdin and stdout, taken away from the rest of the process.
+pub(crate) struct ProtocolStdio {
+    pub(crate) input: File,
+    pub(crate) output: File,
+}
+
+/// On Unix: duplicates fds 0 and 1 (close-on-exec, so children the provider spawns cannot hold
+/// the protocol pipes open), then points fd 1 at stderr and fd 0 at `/dev/null`. A stray
+/// `println!` in provider code, or a child process writing to its stdout, lands on stderr; a
+/// child reading stdin reads nothing instead of protocol bytes.
+#[cfg(unix)]
+pub(crate) fn take_stdio() -> io::Result<ProtocolStdio> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    io::stdout().flush()?;
+    let dup_cloexec = |fd: i32| -> io::Result<File> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we do not own only creates a new
+        // one; the returned descriptor is fresh and owned by the File from here on.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if new < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `new` is a valid descriptor nothing else owns.
+        Ok(unsafe { File::from_raw_fd(new) })
+    };
+    let input = dup_cloexec(libc::STDIN_FILENO)?;
+    let output = dup_cloexec(libc::STDOUT_FILENO)?;
+    // SAFETY: dup2 onto the standard descriptors; std's handles keep working, now on stderr
+    // (fd 1) and /dev/null (fd 0).
+    if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let null = File::open("/dev/null")?;
+    if unsafe { libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ProtocolStdio { input, output })
+}
+
+/// Elsewhere the process's stdio is used as is: provider code must not print to stdout.
+#[cfg(not(unix))]
+pub(crate) fn take_stdio() -> io::Result<ProtocolStdio> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no descriptor guard on this platform",
+    ))
+}
+
+/// Boxed async halves.
+pub(crate) type Reader = Pin<Box<dyn AsyncRead + Send>>;
+/// Boxed async halves.
+pub(crate) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Async handles on the protocol descriptors: epoll-driven when they are pipes (the normal
+/// case), tokio's blocking-pool files otherwise (a file or a terminal when testing by hand).
+/// Must run inside the runtime.
+#[cfg(unix)]
+pub(crate) fn async_stdio(stdio: ProtocolStdio) -> io::Result<(Reader, Writer)> {
+    use tokio::net::unix::pipe;
+
+    let reader: Reader = match is_fifo(&stdio.input) {
+        true => Box::pin(pipe::Receiver::from_file(stdio.input)?),
+        false => Box::pin(tokio::fs::File::from_std(stdio.input)),
+    };
+    let writer: Writer = match is_fifo(&stdio.output) {
+        true => Box::pin(pipe::Sender::from_file(stdio.output)?),
+        false => Box::pin(tokio::fs::File::from_std(stdio.output)),
+    };
+    Ok((reader, writer))
+}
+
+#[cfg(unix)]
+fn is_fifo(file: &File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    file.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// The process's own stdin and stdout.
+#[cfg(not(unix))]
+pub(crate) fn async_stdio(_: ProtocolStdio) -> io::Result<(Reader, Writer)> {
+    Ok((Box::pin(tokio::io::stdin()), Box::pin(tokio::io::stdout())))
+}
+
+/// The process's own stdin and stdout, when the guard could not be set up.
+pub(crate) fn plain_stdio() -> (Reader, Writer) {
+    (Box::pin(tokio::io::stdin()), Box::pin(tokio::io::stdout()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_is_looked_for_after_argv0() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(started_by_moat(args(&["moat-provider-x", "--moat-plugin"])));
+        assert!(!started_by_moat(args(&["moat-provider-x"])));
+        assert!(!started_by_moat(args(&["--moat-plugin"])));
+        assert!(!started_by_moat(args(&["x", "--moat-plugin=1"])));
+    }
+
+    #[test]
+    fn the_explanation_names_the_command_to_run() {
+        let info = ProviderInfo::new("foo", "Foo token");
+        let text = explanation(Some(&OsString::from("/usr/bin/moat-provider-foo")), &info);
+        assert!(text.starts_with("moat-provider-foo is a moat provider plugin"));
+        assert!(text.contains("Try: moat grant foo"));
+        assert!(explanation(None, &info).starts_with("moat-provider-foo is"));
+    }
+}
