@@ -84,4 +84,4 @@ pub use provider::{
 };
 pub use rules::{ProxyRule, ProxyRules, TransformKind};
 pub use secret::Secret;
-pub use serve::{serve, serve_io, serve_io_with, serve_with};
+pub use serve::{ServeOptions, serve, serve_io, serve_io_with, serve_with};

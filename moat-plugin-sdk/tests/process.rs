@@ -77,7 +77,7 @@ fn it_speaks_the_protocol_and_keeps_stray_output_off_stdout() {
     let mut child = Command::new(plugin())
         .arg("--moat-plugin")
         .env("MOAT_PLUGIN", "1")
-        .env("MOAT_PLUGIN_LOG", "debug")
+        .env("MOAT_PLUGIN_LOG", "trace")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

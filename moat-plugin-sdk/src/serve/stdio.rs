@@ -15,6 +15,9 @@ use crate::protocol::{EXECUTABLE_PREFIX, PLUGIN_FLAG};
 /// The environment variables read for the log filter, first match wins.
 pub(crate) const LOG_ENV: [&str; 2] = ["MOAT_PLUGIN_LOG", "RUST_LOG"];
 
+/// Log targets that are never enabled, because they would print secrets.
+const SILENCED: &str = "jsonrpsee=off";
+
 /// True when the process was started by moat (`--moat-plugin` among the arguments).
 pub(crate) fn started_by_moat(args: impl IntoIterator<Item = OsString>) -> bool {
     args.into_iter().skip(1).any(|arg| arg == PLUGIN_FLAG)
@@ -44,7 +47,15 @@ pub(crate) fn init_tracing() {
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
         .unwrap_or_else(|| "info".into());
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // jsonrpsee logs whole requests and responses at trace level, credentials included: it is
+    // silenced whatever the user asked for.
+    let directives: Vec<&str> = directives
+        .split(',')
+        .filter(|d| !d.trim_start().starts_with("jsonrpsee"))
+        .chain([SILENCED])
+        .collect();
+    let filter = EnvFilter::try_new(directives.join(","))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{SILENCED}")));
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
