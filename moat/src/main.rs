@@ -1,4 +1,4 @@
-//! The `moat` binary: register the providers, then hand over to the CLI.
+//! The `moat` binary: register the providers (built-ins, then plugins), then hand over to the CLI.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use moat::cli::Cli;
+use moat::plugin::{PluginConfig, Plugins};
 use moat::provider::Registry;
 use moat::providers::github::GithubProvider;
 use tracing_subscriber::EnvFilter;
@@ -28,7 +29,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(cli.run(registry))
+    runtime.block_on(async {
+        // Then plugins: `moat-provider-<name>` on the absolute PATH entries and in
+        // $MOAT_HOME/plugins. A name already taken hides the plugin (built-ins win). Cached
+        // plugins are not started; new or changed ones are asked in parallel, then stopped.
+        let plugins = Plugins::load(&mut registry, &PluginConfig::from_env()).await;
+        let code = cli.run(registry, plugins.report().clone()).await;
+        // Plugins started by the command: shutdown, end of file, then kill; always reaped.
+        plugins.shutdown().await;
+        code
+    })
 }
 
 /// Logs go to stderr: `-v` is debug for moat, `-vv` trace; `RUST_LOG` overrides both. Colour
@@ -40,6 +50,12 @@ fn init_logging(verbosity: u8) {
         _ => "moat=trace,moat_plugin_sdk=trace,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // jsonrpsee traces every message it sends and receives, and plugin messages carry
+    // credentials: never, whatever RUST_LOG says.
+    let filter = match "jsonrpsee=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let color = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()

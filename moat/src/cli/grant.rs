@@ -140,8 +140,20 @@ fn providers(context: &Context, json: bool) -> CliResult {
             }
         })
         .collect();
+    // Plugin problems, kubectl-style: the listing still succeeds.
+    let warnings = &context.plugins.warnings;
     if json {
-        return print_json(&rows);
+        let warnings: Vec<serde_json::Value> = warnings
+            .iter()
+            .map(|warning| {
+                let mut value = serde_json::to_value(warning).unwrap_or_default();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("message".into(), warning.to_string().into());
+                }
+                value
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "providers": rows, "warnings": warnings }));
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -158,6 +170,9 @@ fn providers(context: &Context, json: bool) -> CliResult {
         })
         .collect();
     table::print(&["PROVIDER", "DESCRIPTION", "SOURCE"], &cells, 3);
+    for warning in warnings {
+        anstream::eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 

@@ -1,0 +1,672 @@
+//! `moat plugin check`: a conformance check for plugin authors.
+//!
+//! Runs an executable through everything moat will ask of it: the name, running it by hand, the
+//! version negotiation, the handshake, every method it declares and one it cannot know. Each
+//! answer is checked against protocol v1's schema, and a made-up token is watched for in every
+//! place it must never reach (container environment, files, logs). The report says what is
+//! wrong in plain words, so an author can fix a plugin without reading moat's source.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonrpsee::types::error::METHOD_NOT_FOUND_CODE;
+use moat_plugin_sdk::protocol::{
+    self, CleanupParams, CredentialParams, Empty, InitializeParams, InitializeResult, method,
+};
+use moat_plugin_sdk::{
+    Capability, Credential, EndpointRequest, GrantRequest, MountsRequest, PrepareOpts,
+    RunStoppedContext, validate_name,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::process::{CallError, Connection, Timeouts};
+use super::schema;
+
+/// How long the executable may take to explain itself when run without `--moat-plugin`.
+const BY_HAND_LIMIT: Duration = Duration::from_secs(3);
+
+/// The result of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// As the protocol wants.
+    Pass,
+    /// Wrong; the detail says how.
+    Fail,
+    /// Not checked (the capability is not declared, or an earlier failure made it pointless).
+    Skip,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked (`handshake`, `configure_proxy`).
+    pub name: String,
+    /// Pass, fail or skip.
+    pub outcome: Outcome,
+    /// What was seen, in plain words.
+    pub detail: String,
+}
+
+/// Everything checked about one executable.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The executable.
+    pub path: PathBuf,
+    /// The provider name, once known.
+    pub provider: Option<String>,
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+}
+
+impl CheckReport {
+    /// True when nothing failed.
+    pub fn passed(&self) -> bool {
+        self.checks
+            .iter()
+            .all(|check| check.outcome != Outcome::Fail)
+    }
+
+    fn record(&mut self, name: &str, outcome: Outcome, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.into(),
+            outcome,
+            detail: detail.into(),
+        });
+    }
+
+    fn pass(&mut self, name: &str, detail: impl Into<String>) {
+        self.record(name, Outcome::Pass, detail);
+    }
+
+    fn fail(&mut self, name: &str, detail: impl Into<String>) {
+        self.record(name, Outcome::Fail, detail);
+    }
+}
+
+/// Checks the plugin at `path`. Never fails as a whole: every problem is a line of the report.
+pub async fn check(path: &Path, timeouts: Timeouts) -> CheckReport {
+    let mut report = CheckReport {
+        path: path.to_path_buf(),
+        provider: None,
+        checks: Vec::new(),
+    };
+    let Some(name) = check_file(&mut report, path) else {
+        return report;
+    };
+    report.provider = Some(name.clone());
+    check_by_hand(&mut report, path).await;
+    check_version_refusal(&mut report, path, &name, timeouts).await;
+    check_session(&mut report, path, &name, timeouts).await;
+    report
+}
+
+/// The name and the permission bits; `None` when nothing else can be checked.
+fn check_file(report: &mut CheckReport, path: &Path) -> Option<String> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match file_name.strip_prefix(protocol::EXECUTABLE_PREFIX) {
+        Some(name) if validate_name(name).is_ok() => {
+            report.pass("name", format!("{file_name} provides \"{name}\""));
+            name.to_string()
+        }
+        _ => {
+            report.fail(
+                "name",
+                format!(
+                    "{file_name:?} is not {}<name> with a name of lowercase letters, digits and '-'; \
+                     moat only discovers executables named that way",
+                    protocol::EXECUTABLE_PREFIX
+                ),
+            );
+            return None;
+        }
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+            report.pass("executable", "the file is executable");
+            Some(name)
+        }
+        Ok(_) => {
+            report.fail(
+                "executable",
+                format!("not an executable file: run 'chmod +x {}'", path.display()),
+            );
+            None
+        }
+        Err(err) => {
+            report.fail(
+                "executable",
+                format!("cannot read {}: {err}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+/// Run without `--moat-plugin`, a plugin must say what it is and exit, not wait on stdin.
+async fn check_by_hand(report: &mut CheckReport, path: &Path) {
+    let mut command = tokio::process::Command::new(path);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return report.fail("run by hand", format!("cannot start it: {err}")),
+    };
+    // stdin stays open (held by the child handle) so a plugin that reads it would block.
+    match tokio::time::timeout(BY_HAND_LIMIT, child.wait_with_output()).await {
+        Err(_) => report.fail(
+            "run by hand",
+            format!(
+                "run without {} it was still running after {}s; it should print what it is and \
+                 exit (the SDK's serve() does this)",
+                protocol::PLUGIN_FLAG,
+                BY_HAND_LIMIT.as_secs()
+            ),
+        ),
+        Ok(Err(err)) => report.fail("run by hand", format!("cannot wait for it: {err}")),
+        Ok(Ok(output)) if output.stdout.is_empty() && output.stderr.is_empty() => report.fail(
+            "run by hand",
+            "run without --moat-plugin it exited without a word; it should say it is a moat plugin",
+        ),
+        Ok(Ok(output)) => report.pass(
+            "run by hand",
+            format!(
+                "without {} it explains itself and exits ({})",
+                protocol::PLUGIN_FLAG,
+                output.status
+            ),
+        ),
+    }
+}
+
+/// Offered only a protocol it cannot speak, a plugin must refuse, not pretend.
+async fn check_version_refusal(
+    report: &mut CheckReport,
+    path: &Path,
+    name: &str,
+    timeouts: Timeouts,
+) {
+    const LABEL: &str = "version refusal";
+    let unknown = protocol::PROTOCOL_VERSION + 1000;
+    let connection = match Connection::spawn(path, name, timeouts).await {
+        Ok(connection) => connection,
+        Err(fault) => return report.fail(LABEL, fault.reason()),
+    };
+    let params = InitializeParams {
+        protocol_versions: vec![unknown],
+        host_version: check_host(),
+    };
+    match connection.call::<_, Value>(method::INITIALIZE, &params, timeouts.initialize).await {
+        Ok(answer) => report.fail(
+            LABEL,
+            format!(
+                "offered only protocol {unknown}, it answered {} instead of an error: a plugin must \
+                 refuse versions it does not speak (code {})",
+                answer.get("protocol_version").map_or_else(|| "without a version".into(), Value::to_string),
+                protocol::code::UNSUPPORTED_VERSION
+            ),
+        ),
+        Err(CallError::Remote(error)) => report.pass(
+            LABEL,
+            format!("refuses protocol {unknown} with error {}: {}", error.code(), error.message()),
+        ),
+        Err(CallError::BadResult(detail)) => report.fail(LABEL, detail),
+        Err(CallError::Fatal(failure)) => report.fail(LABEL, connection.fail(method::INITIALIZE, failure).await.reason()),
+    }
+    connection.shutdown().await;
+}
+
+/// The handshake and every method, on one running plugin.
+async fn check_session(report: &mut CheckReport, path: &Path, name: &str, timeouts: Timeouts) {
+    let connection = match Connection::spawn(path, name, timeouts).await {
+        Ok(connection) => connection,
+        Err(fault) => return report.fail("handshake", fault.reason()),
+    };
+    let mut session = Session {
+        report,
+        connection: &connection,
+        timeouts,
+        token: check_token(),
+        alive: true,
+    };
+    session.run(name).await;
+    connection.shutdown().await;
+    let leaked = connection
+        .stderr_tail()
+        .iter()
+        .any(|line| line.contains(&session.token));
+    if leaked {
+        report.fail(
+            "logs",
+            "the test token appeared in the plugin's stderr: never log credentials",
+        );
+    } else {
+        report.pass(
+            "logs",
+            "the test token never appeared in the plugin's stderr",
+        );
+    }
+}
+
+struct Session<'a> {
+    report: &'a mut CheckReport,
+    connection: &'a Connection,
+    timeouts: Timeouts,
+    token: String,
+    alive: bool,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, name: &str) {
+        let Some(init) = self.handshake(name).await else {
+            return;
+        };
+        let credential = Credential::new(name, self.token.clone());
+        let by_credential = CredentialParams {
+            credential: credential.clone(),
+        };
+
+        let grant = GrantRequest {
+            answers: Default::default(),
+            interactive: false,
+        };
+        if let Some(answer) = self.call("grant", method::GRANT, &grant, true).await {
+            let provider = answer
+                .pointer("/credential/provider")
+                .and_then(Value::as_str);
+            match provider {
+                Some(other) if other != name => self.report.fail(
+                    "grant",
+                    format!("returned a credential for {other:?}, not {name:?}"),
+                ),
+                _ => self.report.pass("grant", describe_grant(&answer)),
+            }
+        }
+        if let Some(rules) = self
+            .call(
+                "configure_proxy",
+                method::CONFIGURE_PROXY,
+                &by_credential,
+                true,
+            )
+            .await
+        {
+            match rules["rules"].as_array().map(Vec::len).unwrap_or(0) {
+                0 => self.report.fail(
+                    "configure_proxy",
+                    "returned no rules: the credential would never be used",
+                ),
+                n => self.report.pass("configure_proxy", format!("{n} rule(s)")),
+            }
+        }
+        if let Some(env) = self
+            .call(
+                "container_env",
+                method::CONTAINER_ENV,
+                &by_credential,
+                false,
+            )
+            .await
+        {
+            self.no_token_in("container_env", &env, "container environment");
+        }
+        let mounts = MountsRequest {
+            credential: credential.clone(),
+            container_home: "/home/moatuser".into(),
+        };
+        if let Some(files) = self.call("mounts", method::MOUNTS, &mounts, false).await {
+            self.no_token_in("mounts", &files, "container files");
+            if let Some(token) = files.get("cleanup").and_then(Value::as_str) {
+                let params = CleanupParams {
+                    token: moat_plugin_sdk::CleanupToken(token.into()),
+                };
+                if self
+                    .call("cleanup", method::CLEANUP, &params, false)
+                    .await
+                    .is_some()
+                {
+                    self.report
+                        .pass("cleanup", "accepts the cleanup token from mounts");
+                }
+            }
+        }
+        self.capabilities(&init, &credential, &by_credential).await;
+        self.unknown_method().await;
+        if self.alive
+            && self
+                .call("shutdown", method::SHUTDOWN, &Empty {}, true)
+                .await
+                .is_some()
+        {
+            self.report.pass("shutdown", "answers shutdown");
+        }
+    }
+
+    async fn handshake(&mut self, name: &str) -> Option<InitializeResult> {
+        let params = InitializeParams {
+            protocol_versions: vec![protocol::PROTOCOL_VERSION],
+            host_version: check_host(),
+        };
+        let answer = self
+            .call("handshake", method::INITIALIZE, &params, true)
+            .await?;
+        let init: InitializeResult = serde_json::from_value(answer).ok()?;
+        if init.protocol_version != protocol::PROTOCOL_VERSION {
+            self.report.fail(
+                "handshake",
+                format!(
+                    "offered protocol {}, it claims {}",
+                    protocol::PROTOCOL_VERSION,
+                    init.protocol_version
+                ),
+            );
+            return None;
+        }
+        if init.info.name != name {
+            self.report.fail(
+                "handshake",
+                format!(
+                    "it calls itself {:?} but is named {}{name}",
+                    init.info.name,
+                    protocol::EXECUTABLE_PREFIX
+                ),
+            );
+            return None;
+        }
+        let capabilities: Vec<String> = init
+            .info
+            .capabilities
+            .iter()
+            .map(|c| format!("{c:?}").to_lowercase())
+            .collect();
+        self.report.pass(
+            "handshake",
+            format!(
+                "protocol {}, \"{}\" ({}), capabilities: {}",
+                init.protocol_version,
+                init.info.name,
+                init.info.description,
+                if capabilities.is_empty() {
+                    "none".into()
+                } else {
+                    capabilities.join(", ")
+                }
+            ),
+        );
+        Some(init)
+    }
+
+    async fn capabilities(
+        &mut self,
+        init: &InitializeResult,
+        credential: &Credential,
+        by_credential: &CredentialParams,
+    ) {
+        let has = |capability| init.info.has(capability);
+        if has(Capability::Refresh) {
+            if let Some(refreshed) = self
+                .call("refresh", method::REFRESH, by_credential, true)
+                .await
+            {
+                self.report
+                    .pass("refresh", "returns a renewed credential and its rules");
+                let _ = refreshed;
+            }
+        }
+        if has(Capability::Agent) {
+            let opts = PrepareOpts {
+                credential: Some(credential.clone()),
+                container_home: "/home/moatuser".into(),
+                mcp_servers: Default::default(),
+                runtime_context: None,
+                options: Value::Null,
+            };
+            if let Some(config) = self
+                .call("prepare_container", method::PREPARE_CONTAINER, &opts, true)
+                .await
+            {
+                self.no_token_in("prepare_container", &config, "agent configuration");
+            }
+        }
+        if has(Capability::Endpoint) {
+            if init.endpoints.is_empty() {
+                self.report.fail(
+                    "endpoint",
+                    "declares the endpoint capability but no endpoint paths",
+                );
+            }
+            for declared in &init.endpoints {
+                let request = EndpointRequest {
+                    credential: credential.clone(),
+                    method: "GET".into(),
+                    path: declared.path.clone(),
+                    headers: Default::default(),
+                    body: String::new(),
+                };
+                if let Some(response) = self
+                    .call("endpoint", method::ENDPOINT, &request, true)
+                    .await
+                {
+                    self.report.pass(
+                        "endpoint",
+                        format!("GET {} answered {}", declared.path, response["status"]),
+                    );
+                }
+            }
+        }
+        if has(Capability::RunStopped) {
+            let context = RunStoppedContext {
+                run_id: "check".into(),
+                workspace: "/tmp".into(),
+                started_at: chrono::Utc::now(),
+                exit_code: Some(0),
+            };
+            if self
+                .call("run_stopped", method::RUN_STOPPED, &context, true)
+                .await
+                .is_some()
+            {
+                self.report.pass("run_stopped", "answers with metadata");
+            }
+        }
+    }
+
+    async fn unknown_method(&mut self) {
+        if !self.alive {
+            return;
+        }
+        const LABEL: &str = "unknown method";
+        let answer = self
+            .connection
+            .call::<_, Value>("moat/check-unknown-method", &Empty {}, self.timeouts.call)
+            .await;
+        match answer {
+            Err(CallError::Remote(error)) if error.code() == METHOD_NOT_FOUND_CODE => self
+                .report
+                .pass(LABEL, "answers -32601, which moat reads as \"unsupported\""),
+            Err(CallError::Remote(error)) => self.report.fail(
+                LABEL,
+                format!(
+                    "answered error {} instead of -32601 (method not found)",
+                    error.code()
+                ),
+            ),
+            Ok(_) | Err(CallError::BadResult(_)) => self.report.fail(
+                LABEL,
+                "answered a result to a method it cannot know; it must answer -32601",
+            ),
+            Err(CallError::Fatal(failure)) => self.fatal(LABEL, method::SHUTDOWN, failure).await,
+        }
+    }
+
+    /// Calls `method` and checks the answer against its schema. `required`: whether "method not
+    /// found" is a failure (else the method is optional and the trait's default applies).
+    async fn call(
+        &mut self,
+        label: &str,
+        method: &str,
+        params: &(impl Serialize + Sync),
+        required: bool,
+    ) -> Option<Value> {
+        if !self.alive {
+            self.report.record(
+                label,
+                Outcome::Skip,
+                "skipped: the plugin is no longer running",
+            );
+            return None;
+        }
+        let limit = if method == protocol::method::INITIALIZE {
+            self.timeouts.initialize
+        } else {
+            self.timeouts.call
+        };
+        match self
+            .connection
+            .call::<_, Value>(method, params, limit)
+            .await
+        {
+            Ok(answer) => {
+                let file = format!("{method}.result.json");
+                match schema::validate(&file, &answer) {
+                    Ok(()) => Some(answer),
+                    Err(problems) => {
+                        self.report.fail(
+                            label,
+                            format!(
+                                "the answer breaks schema/v1/{file}: {}",
+                                problems.join("; ")
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            Err(CallError::Remote(error)) if error.code() == METHOD_NOT_FOUND_CODE && !required => {
+                self.report.pass(
+                    label,
+                    "not implemented (-32601): moat uses the default, nothing",
+                );
+                None
+            }
+            Err(CallError::Remote(error)) => {
+                self.judge_error(label, &error, required);
+                None
+            }
+            Err(CallError::BadResult(detail)) => {
+                self.report.fail(label, detail);
+                None
+            }
+            Err(CallError::Fatal(failure)) => {
+                self.fatal(label, method, failure).await;
+                None
+            }
+        }
+    }
+
+    /// A provider error is a fine answer when it is well-formed (the grant may need a token the
+    /// check does not have); a malformed one is not.
+    fn judge_error(
+        &mut self,
+        label: &str,
+        error: &jsonrpsee::types::ErrorObjectOwned,
+        required: bool,
+    ) {
+        let data = error
+            .data()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+        let kind = data
+            .as_ref()
+            .and_then(|d| d.get("kind"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if error.code() == METHOD_NOT_FOUND_CODE && required {
+            return self.report.fail(
+                label,
+                format!("answered -32601 (not found), but every provider must implement {label}"),
+            );
+        }
+        if error.code() == protocol::code::PROVIDER_ERROR {
+            let Some(data) = &data else {
+                return self.report.fail(
+                    label,
+                    "a provider error (-32000) without data: add {\"kind\": ..., \"hint\": ...}",
+                );
+            };
+            if let Err(problems) = schema::validate("error-data.json", data) {
+                return self.report.fail(
+                    label,
+                    format!(
+                        "its error data breaks schema/v1/error-data.json: {}",
+                        problems.join("; ")
+                    ),
+                );
+            }
+        }
+        let kind = kind.unwrap_or_else(|| "no kind".into());
+        self.report.pass(
+            label,
+            format!(
+                "answers a well-formed error ({}, {kind}): {}",
+                error.code(),
+                error.message()
+            ),
+        );
+    }
+
+    async fn fatal(&mut self, label: &str, method: &str, failure: super::Failure) {
+        let fault = self.connection.fail(method, failure).await;
+        self.alive = false;
+        self.report.fail(label, fault.reason());
+    }
+
+    fn no_token_in(&mut self, label: &str, answer: &Value, place: &str) {
+        if answer.to_string().contains(&self.token) {
+            self.report.fail(
+                label,
+                format!("the real token reaches the {place}: give the container a placeholder"),
+            );
+        } else {
+            self.report
+                .pass(label, format!("no real token in the {place}"));
+        }
+    }
+}
+
+fn describe_grant(answer: &Value) -> String {
+    match answer.get("step").and_then(Value::as_str) {
+        Some("ask") => {
+            let ids: Vec<&str> = answer["prompts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("id").and_then(Value::as_str))
+                .collect();
+            format!("asks for {}", ids.join(", "))
+        }
+        Some("done") => "returns a credential without asking".into(),
+        _ => "answers".into(),
+    }
+}
+
+fn check_host() -> String {
+    format!("moat {} (plugin check)", env!("CARGO_PKG_VERSION"))
+}
+
+/// A token that is unique to this check, so its appearance anywhere is proof of a leak.
+fn check_token() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("moat-check-token-{nanos:x}{:x}", std::process::id())
+}

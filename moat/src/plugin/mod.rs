@@ -1,0 +1,248 @@
+//! Out-of-process providers: `moat-provider-<name>` executables speaking protocol v1 (JSON-RPC 2.0,
+//! one message per line on stdio; see `schema/README.md`).
+//!
+//! - [`discovery`]: find the executables on the absolute entries of `PATH`, then in
+//!   `$MOAT_HOME/plugins/`; report the ones that are not executable or are shadowed.
+//! - [`process`]: start one, talk to it through jsonrpsee's client over a line transport
+//!   ([`transport`]), with a timeout on every call; stop it gracefully or kill it, always reap it.
+//! - [`adapter`]: [`PluginProvider`], the traits implemented by calling the plugin, so the
+//!   registry, the CLI and the manager cannot tell it from a built-in.
+//! - [`cache`]: the `initialize` answers by binary identity, so listings do not start plugins.
+//! - [`schema`]: answers checked against protocol v1's JSON Schema.
+//! - [`check`]: the conformance check behind `moat plugin check`, for plugin authors.
+//!
+//! [`Plugins::load`] ties them together for `main`: discover, take what the cache knows, ask the
+//! new or changed binaries in parallel (then stop them), register the rest after the built-ins,
+//! and keep a [`PluginReport`] of everything that went wrong for `moat grant providers`.
+
+pub mod adapter;
+pub mod cache;
+pub mod check;
+pub mod discovery;
+pub mod error;
+pub mod process;
+pub mod schema;
+pub mod transport;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use moat_plugin_sdk::protocol::InitializeResult;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+pub use adapter::PluginProvider;
+pub use cache::{BinaryIdentity, Cached, InfoCache};
+pub use discovery::{Candidate, Discovery, PluginWarning, discover, search_dirs};
+pub use error::{ExitReport, Failure, PluginFault};
+pub use process::{Connection, Timeouts, handshake};
+
+use crate::home::MoatHome;
+use crate::provider::{ProviderSource, Registry, RegistryError};
+
+/// Where plugins live under the home.
+pub const PLUGINS_DIR: &str = "plugins";
+
+/// Where to look for plugins and how long to wait for them.
+#[derive(Debug, Clone, Default)]
+pub struct PluginConfig {
+    /// The `PATH` value to search (only its absolute entries are used).
+    pub path_var: Option<OsString>,
+    /// moat's home: `plugins/` is searched after `PATH` and the cache lives in `cache/`. Without
+    /// one, only `PATH` is searched and nothing is cached.
+    pub home: Option<MoatHome>,
+    /// Call limits.
+    pub timeouts: Timeouts,
+}
+
+impl PluginConfig {
+    /// `PATH`, `MOAT_HOME` (if it can be located) and [`Timeouts::from_env`].
+    pub fn from_env() -> Self {
+        PluginConfig {
+            path_var: std::env::var_os("PATH"),
+            home: MoatHome::from_env().ok(),
+            timeouts: Timeouts::from_env(),
+        }
+    }
+
+    /// `$MOAT_HOME/plugins`.
+    pub fn plugins_dir(&self) -> Option<PathBuf> {
+        self.home.as_ref().map(|home| home.root().join(PLUGINS_DIR))
+    }
+}
+
+/// Everything wrong with the plugins found, for `moat grant providers`. Empty when all is well.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PluginReport {
+    /// One entry per problem, in search order.
+    pub warnings: Vec<PluginWarning>,
+}
+
+/// The plugins registered by [`Plugins::load`], and what went wrong with the others.
+#[derive(Debug, Default)]
+pub struct Plugins {
+    providers: Vec<Arc<PluginProvider>>,
+    report: PluginReport,
+}
+
+impl Plugins {
+    /// Discovers plugins and registers each into `registry` as [`ProviderSource::Plugin`], after
+    /// whatever it already holds: a name already taken (by a built-in, a custom provider or an
+    /// alias) hides the plugin. Plugins whose binary is in the cache are not started; the others
+    /// are started in parallel for their handshake (each within [`Timeouts::initialize`]) and
+    /// stopped again. Never fails: problems end up in [`report`](Self::report).
+    pub async fn load(registry: &mut Registry, config: &PluginConfig) -> Plugins {
+        let plugins_dir = config.plugins_dir();
+        let dirs = search_dirs(config.path_var.as_deref(), plugins_dir.as_deref());
+        let discovery = discover(&dirs);
+        let mut warnings = discovery.warnings;
+        let mut cache = match &config.home {
+            Some(home) => InfoCache::for_home(home),
+            None => InfoCache::disabled(),
+        };
+
+        let mut ready: Vec<(Candidate, InitializeResult)> = Vec::new();
+        let mut to_ask: Vec<(Candidate, Option<BinaryIdentity>)> = Vec::new();
+        let mut failed: Vec<PluginWarning> = Vec::new();
+        for candidate in discovery.plugins {
+            if let Some(holder) = registry.get(&candidate.name) {
+                warnings.push(PluginWarning::Hidden {
+                    path: candidate.path,
+                    by: holder.info.name.clone(),
+                    source: source_kind(&holder.source).to_string(),
+                });
+                continue;
+            }
+            let identity = BinaryIdentity::of(&candidate.path).ok();
+            match identity.as_ref().and_then(|id| cache.lookup(id)) {
+                Some(Cached::Ok(init)) if init.info.name == candidate.name => {
+                    ready.push((candidate, *init));
+                }
+                Some(Cached::Failed(reason)) => failed.push(PluginWarning::HandshakeFailed {
+                    path: candidate.path,
+                    reason: format!(
+                        "{reason} (cached: asked again within {} minutes, or when the file changes)",
+                        cache::FAILURE_RETRY.as_secs() / 60
+                    ),
+                }),
+                _ => to_ask.push((candidate, identity)),
+            }
+        }
+
+        if !to_ask.is_empty() {
+            let mut asking = JoinSet::new();
+            for (candidate, identity) in to_ask {
+                let timeouts = config.timeouts;
+                asking.spawn(async move {
+                    let answer = handshake(&candidate.path, &candidate.name, timeouts).await;
+                    let answer = match answer {
+                        Ok((connection, init)) => {
+                            connection.shutdown().await;
+                            Ok(init)
+                        }
+                        Err(fault) => Err(fault),
+                    };
+                    (candidate, identity, answer)
+                });
+            }
+            while let Some(joined) = asking.join_next().await {
+                let Ok((candidate, identity, answer)) = joined else {
+                    continue;
+                };
+                match answer {
+                    Ok(init) => {
+                        if let Some(identity) = identity {
+                            cache.record_ok(identity, init.clone());
+                        }
+                        ready.push((candidate, init));
+                    }
+                    Err(fault) => {
+                        tracing::debug!("{fault}");
+                        let reason = fault.reason();
+                        if let Some(identity) = identity {
+                            cache.record_failure(identity, reason.clone());
+                        }
+                        failed.push(PluginWarning::HandshakeFailed {
+                            path: candidate.path,
+                            reason,
+                        });
+                    }
+                }
+            }
+            cache.prune();
+        }
+        if let Err(err) = cache.save() {
+            tracing::debug!("cannot write the plugin cache: {err}");
+        }
+
+        ready.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let mut providers = Vec::new();
+        for (candidate, init) in ready {
+            let provider = Arc::new(PluginProvider::new(
+                candidate.path.clone(),
+                init,
+                config.timeouts,
+            ));
+            let source = ProviderSource::Plugin {
+                path: candidate.path.clone(),
+            };
+            match registry.register(provider.clone(), source) {
+                Ok(()) => providers.push(provider),
+                Err(RegistryError::NameTaken {
+                    taken_by,
+                    holder_source,
+                    ..
+                }) => warnings.push(PluginWarning::Hidden {
+                    path: candidate.path,
+                    by: taken_by,
+                    source: source_kind(&holder_source).to_string(),
+                }),
+                Err(RegistryError::InvalidName(reason)) => {
+                    warnings.push(PluginWarning::InvalidName {
+                        path: candidate.path,
+                        reason,
+                    });
+                }
+            }
+        }
+        failed.sort_by(|a, b| a.path().cmp(b.path()));
+        warnings.extend(failed);
+        for warning in &warnings {
+            tracing::debug!("plugin warning: {warning}");
+        }
+        Plugins {
+            providers,
+            report: PluginReport { warnings },
+        }
+    }
+
+    /// What went wrong.
+    pub fn report(&self) -> &PluginReport {
+        &self.report
+    }
+
+    /// The registered plugins.
+    pub fn providers(&self) -> &[Arc<PluginProvider>] {
+        &self.providers
+    }
+
+    /// Shuts down every plugin that was started, in parallel.
+    pub async fn shutdown(&self) {
+        let mut stopping = JoinSet::new();
+        for provider in &self.providers {
+            let provider = provider.clone();
+            stopping.spawn(async move { provider.shutdown().await });
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+}
+
+/// `builtin`, `custom` or `plugin`.
+fn source_kind(source: &ProviderSource) -> &'static str {
+    match source {
+        ProviderSource::Builtin => "builtin",
+        ProviderSource::Custom { .. } => "custom",
+        ProviderSource::Plugin { .. } => "plugin",
+    }
+}

@@ -1,0 +1,653 @@
+//! The stdio transport under jsonrpsee's async client, and the plugin's stderr.
+//!
+//! One JSON-RPC message per line. The receiver is the careful half:
+//!
+//! - a line that does not start with `{` (a banner, a stray `print`) is logged and skipped, because
+//!   jsonrpsee's client would otherwise fail every later call (`RestartNeeded`);
+//! - a line longer than [`protocol::MAX_LINE_BYTES`] is fatal;
+//! - a line that starts with `{` but is not JSON, or is JSON but not a JSON-RPC 2.0 response or
+//!   notification, is fatal;
+//! - `$/log` notifications are forwarded to `tracing`; other notifications and plugin → host
+//!   requests (not part of protocol v1) are logged and skipped;
+//! - end of file is reported.
+//!
+//! Fatal conditions are recorded in [`Shared`] before the receiver fails, so the connection can
+//! say precisely what happened instead of relaying jsonrpsee's generic error (whose text may
+//! quote the offending message, and so a token).
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use jsonrpsee::core::client::{ReceivedMessage, TransportReceiverT, TransportSenderT};
+use moat_plugin_sdk::protocol;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::error::Failure;
+
+/// How many stderr lines are kept for error reports.
+pub const STDERR_TAIL_LINES: usize = 64;
+
+/// Longest stderr line kept or forwarded; the rest of a longer line is dropped.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+
+/// Longest excerpt of a skipped stdout line shown in the log.
+const SKIPPED_EXCERPT: usize = 120;
+
+/// The `tracing` target of everything a plugin says.
+pub const LOG_TARGET: &str = "moat::plugin";
+
+/// State shared by the transport halves, the stderr task and the connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The provider name, for logs.
+    pub name: String,
+    /// The executable, for logs.
+    pub path: PathBuf,
+    fault: Mutex<Option<Failure>>,
+    tail: Mutex<VecDeque<String>>,
+}
+
+impl Shared {
+    pub fn new(name: String, path: PathBuf) -> Self {
+        Shared {
+            name,
+            path,
+            fault: Mutex::new(None),
+            tail: Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)),
+        }
+    }
+
+    /// The first fatal condition the receiver saw, if any.
+    pub fn fault(&self) -> Option<Failure> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_fault(&self, failure: Failure) {
+        let mut fault = self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        fault.get_or_insert(failure);
+    }
+
+    /// The last stderr lines, oldest first.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().cloned().collect()
+    }
+
+    fn push_stderr(&self, line: String) {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Why the receiver stopped. The precise reason is in [`Shared::fault`].
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The plugin closed its stdout.
+    #[error("the plugin closed its stdout")]
+    Eof,
+    /// A fatal protocol violation.
+    #[error("protocol violation: {0}")]
+    Protocol(Failure),
+    /// Reading failed.
+    #[error("reading the plugin's stdout failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes one message per line to the plugin's stdin.
+pub struct LineSender<W> {
+    writer: Option<W>,
+}
+
+impl<W> LineSender<W> {
+    pub fn new(writer: W) -> Self {
+        LineSender {
+            writer: Some(writer),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> TransportSenderT for LineSender<W> {
+    type Error = std::io::Error;
+
+    async fn send(&mut self, msg: String) -> Result<(), Self::Error> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        // serde_json never writes a raw newline in compact output, so a message is one line.
+        let mut line = msg.into_bytes();
+        line.push(b'\n');
+        writer.write_all(&line).await?;
+        writer.flush().await
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // Dropping the pipe is the plugin's end of file.
+        self.writer.take();
+        Ok(())
+    }
+}
+
+/// Reads the plugin's stdout line by line and hands jsonrpsee only JSON-RPC frames.
+pub struct LineReceiver<R> {
+    reader: BufReader<R>,
+    shared: std::sync::Arc<Shared>,
+    buf: Vec<u8>,
+    max_line: usize,
+    warned: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReceiver<R> {
+    pub fn new(reader: R, shared: std::sync::Arc<Shared>) -> Self {
+        Self::with_max_line(reader, shared, protocol::MAX_LINE_BYTES)
+    }
+
+    /// A receiver with another line limit (tests).
+    pub fn with_max_line(reader: R, shared: std::sync::Arc<Shared>, max_line: usize) -> Self {
+        LineReceiver {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            shared,
+            buf: Vec::with_capacity(4096),
+            max_line,
+            warned: false,
+        }
+    }
+
+    fn fatal(&self, failure: Failure) -> TransportError {
+        self.shared.set_fault(failure.clone());
+        TransportError::Protocol(failure)
+    }
+
+    /// The next JSON-RPC response, skipping everything else.
+    pub async fn next_frame(&mut self) -> Result<Vec<u8>, TransportError> {
+        loop {
+            self.buf.clear();
+            let limit = self.max_line as u64 + 1;
+            let read = (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+                .await;
+            let n = match read {
+                Ok(n) => n,
+                Err(err) => {
+                    self.shared.set_fault(Failure::Io(err.to_string()));
+                    return Err(err.into());
+                }
+            };
+            if n == 0 {
+                return Err(TransportError::Eof);
+            }
+            let terminated = self.buf.last() == Some(&b'\n');
+            if terminated {
+                self.buf.pop();
+                if self.buf.last() == Some(&b'\r') {
+                    self.buf.pop();
+                }
+            }
+            if self.buf.len() > self.max_line {
+                return Err(self.fatal(Failure::LineTooLong));
+            }
+            match classify(&self.buf) {
+                Line::Blank => {}
+                Line::NotJson => {
+                    // Once per process at warn, without the content (a stray print may hold
+                    // anything); each line at debug, abridged, for the plugin's author.
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::warn!(
+                            target: LOG_TARGET,
+                            provider = %self.shared.name,
+                            "the plugin wrote a line that is not JSON-RPC on stdout ({} bytes, \
+                             skipped); plugins must log to stderr",
+                            self.buf.len()
+                        );
+                    }
+                    let excerpt = excerpt(&self.buf);
+                    tracing::debug!(
+                        target: LOG_TARGET,
+                        provider = %self.shared.name,
+                        "skipped stdout line: {excerpt}"
+                    );
+                }
+                Line::Response => return Ok(std::mem::take(&mut self.buf)),
+                Line::Log { level, message } => {
+                    emit(&self.shared.name, &level, &message);
+                    let level = level.to_ascii_lowercase();
+                    self.shared.push_stderr(format!("{level}: {message}"));
+                }
+                Line::Notification(method) => tracing::debug!(
+                    target: LOG_TARGET,
+                    provider = %self.shared.name,
+                    "ignored the notification {method:?}"
+                ),
+                Line::Request(method) => tracing::warn!(
+                    target: LOG_TARGET,
+                    provider = %self.shared.name,
+                    "ignored a request for {method:?}: protocol v1 has no plugin-to-host requests"
+                ),
+                Line::Invalid(failure) => return Err(self.fatal(failure)),
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> TransportReceiverT for LineReceiver<R> {
+    type Error = TransportError;
+
+    async fn receive(&mut self) -> Result<ReceivedMessage, Self::Error> {
+        self.next_frame().await.map(ReceivedMessage::Bytes)
+    }
+}
+
+/// What one stdout line is.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Blank,
+    NotJson,
+    Response,
+    Log { level: String, message: String },
+    Notification(String),
+    Request(String),
+    Invalid(Failure),
+}
+
+/// The envelope fields moat looks at; everything else is left to jsonrpsee.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<serde_json::Value>,
+    #[serde(default)]
+    params: Option<serde_json::Value>,
+}
+
+/// `Some` whenever the field is present, even when it is `null`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+fn classify(line: &[u8]) -> Line {
+    let Some(first) = line.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Line::Blank;
+    };
+    if *first != b'{' {
+        return Line::NotJson;
+    }
+    let envelope: Envelope = match serde_json::from_slice(line) {
+        Ok(envelope) => envelope,
+        Err(err) if err.is_data() => {
+            return Line::Invalid(Failure::NotJsonRpc(format!(
+                "a message with malformed envelope fields (line {}, column {})",
+                err.line(),
+                err.column()
+            )));
+        }
+        Err(err) => {
+            return Line::Invalid(Failure::InvalidJson(format!(
+                "a line that is not valid JSON ({} at column {} of {} bytes)",
+                category(&err),
+                err.column(),
+                line.len()
+            )));
+        }
+    };
+    if envelope.jsonrpc.as_deref() != Some("2.0") {
+        return Line::Invalid(Failure::NotJsonRpc(
+            "a message without \"jsonrpc\": \"2.0\"".into(),
+        ));
+    }
+    let has_id = envelope.id.as_ref().is_some_and(|id| !id.is_null());
+    if let Some(method) = envelope.method {
+        if has_id {
+            return Line::Request(method.into_owned());
+        }
+        if method == protocol::method::LOG {
+            let params = envelope.params.unwrap_or_default();
+            let field = |key: &str| params.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+            return Line::Log {
+                level: field("level").to_string(),
+                message: field("message").to_string(),
+            };
+        }
+        return Line::Notification(method.into_owned());
+    }
+    if envelope.result.is_some() || envelope.error.is_some() {
+        if has_id {
+            return Line::Response;
+        }
+        let code = envelope
+            .error
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(|c| c.as_i64());
+        let what = match code {
+            Some(code) => format!("an error (code {code}) without a request id"),
+            None => "a response without a request id".to_string(),
+        };
+        return Line::Invalid(Failure::NotJsonRpc(what));
+    }
+    Line::Invalid(Failure::NotJsonRpc(
+        "a JSON object that is neither a response nor a notification".into(),
+    ))
+}
+
+fn category(err: &serde_json::Error) -> &'static str {
+    match err.classify() {
+        serde_json::error::Category::Eof => "truncated",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Data => "bad data",
+    }
+}
+
+/// The start of a skipped line, for the log.
+fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut excerpt: String = text.chars().take(SKIPPED_EXCERPT).collect();
+    if text.chars().count() > SKIPPED_EXCERPT {
+        excerpt.push('…');
+    }
+    excerpt.escape_debug().to_string()
+}
+
+/// Forwards the plugin's stderr to `tracing` under [`LOG_TARGET`] and keeps the last lines. JSON
+/// lines with a level and a message are logged at that level; anything else at debug. Returns on
+/// end of file.
+pub async fn forward_stderr<R: AsyncRead + Unpin>(stderr: R, shared: std::sync::Arc<Shared>) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_STDERR_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() >= MAX_STDERR_LINE && !skip_rest_of_line(&mut reader).await {
+            // Overlong line: the rest is dropped; end of file after it.
+            record_stderr(&shared, &buf);
+            return;
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        record_stderr(&shared, &buf);
+    }
+}
+
+/// Discards up to the next newline; false at end of file.
+async fn skip_rest_of_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> bool {
+    loop {
+        let (done, used) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(chunk) => match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (true, i + 1),
+                None => (false, chunk.len()),
+            },
+        };
+        reader.consume(used);
+        if done {
+            return true;
+        }
+    }
+}
+
+fn record_stderr(shared: &Shared, line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    if text.trim().is_empty() {
+        return;
+    }
+    let kept = match parse_log_line(&text) {
+        Some(Record::Dropped) => return,
+        Some(Record::Log(level, message)) => {
+            emit(&shared.name, &level, &message);
+            if level.is_empty() {
+                message
+            } else {
+                format!("{}: {message}", level.to_ascii_lowercase())
+            }
+        }
+        None => {
+            tracing::debug!(target: LOG_TARGET, provider = %shared.name, "{text}");
+            text.into_owned()
+        }
+    };
+    shared.push_stderr(kept);
+}
+
+/// A structured stderr line.
+#[derive(Debug, PartialEq, Eq)]
+enum Record {
+    /// `(level, message)`.
+    Log(String, String),
+    /// A record that must not be shown: jsonrpsee's own traces echo whole messages, credentials
+    /// included, when a plugin built on it logs at trace level.
+    Dropped,
+}
+
+/// A structured log line: `{"level": .., "message": ..}`, hclog's `@level`/`@message`, or
+/// tracing-subscriber's JSON (`fields.message`, `target`).
+fn parse_log_line(text: &str) -> Option<Record> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let string = |key: &str| value.get(key).and_then(|v| v.as_str());
+    if string("target").is_some_and(|target| target.starts_with("jsonrpsee")) {
+        return Some(Record::Dropped);
+    }
+    let level = string("level")
+        .or_else(|| string("@level"))
+        .unwrap_or_default();
+    let message = string("message")
+        .or_else(|| string("@message"))
+        .or_else(|| string("msg"))
+        .or_else(|| value.pointer("/fields/message").and_then(|v| v.as_str()))?;
+    Some(Record::Log(level.to_string(), message.to_string()))
+}
+
+/// Logs `message` at the level named by `level` (debug when unknown).
+fn emit(provider: &str, level: &str, message: &str) {
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(target: LOG_TARGET, $level, provider = %provider, "{message}")
+        };
+    }
+    match level.to_ascii_lowercase().as_str() {
+        "error" | "fatal" | "critical" => at!(tracing::Level::ERROR),
+        "warn" | "warning" => at!(tracing::Level::WARN),
+        "info" => at!(tracing::Level::INFO),
+        "trace" => at!(tracing::Level::TRACE),
+        _ => at!(tracing::Level::DEBUG),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared::new("t".into(), "/x".into()))
+    }
+
+    #[test]
+    fn lines_are_classified() {
+        assert_eq!(classify(b""), Line::Blank);
+        assert_eq!(classify(b"   "), Line::Blank);
+        assert_eq!(classify(b"Welcome to my plugin!"), Line::NotJson);
+        assert_eq!(classify(b"[1,2]"), Line::NotJson);
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"result":null}"#),
+            Line::Response
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}"#),
+            Line::Response
+        );
+        assert_eq!(
+            classify(
+                br#"{"jsonrpc":"2.0","method":"$/log","params":{"level":"info","message":"hi"}}"#
+            ),
+            Line::Log {
+                level: "info".into(),
+                message: "hi".into()
+            }
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","method":"$/progress"}"#),
+            Line::Notification("$/progress".into())
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":7,"method":"ask"}"#),
+            Line::Request("ask".into())
+        );
+        for bad in [
+            &br#"{"jsonrpc":"2.0","id":1,"result":"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"result":{}} trailing"#,
+        ] {
+            assert!(matches!(
+                classify(bad),
+                Line::Invalid(Failure::InvalidJson(_))
+            ));
+        }
+        for bad in [
+            &br#"{"id":1,"result":{}}"#[..],
+            br#"{"jsonrpc":"2.0","hello":1}"#,
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}"#,
+            br#"{"jsonrpc":"2.0","method":12}"#,
+        ] {
+            assert!(
+                matches!(classify(bad), Line::Invalid(Failure::NotJsonRpc(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_reported_without_its_content() {
+        let Line::Invalid(failure) = classify(br#"{"jsonrpc":"2.0","id":1,"result":"ghp_secret"#)
+        else {
+            panic!()
+        };
+        assert!(!failure.to_string().contains("ghp_secret"), "{failure}");
+    }
+
+    #[tokio::test]
+    async fn the_receiver_skips_banners_and_fails_on_long_lines() {
+        let input = b"banner\n\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n0123456789ABCDEF\n{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"0123456789\"}\n";
+        let shared = shared();
+        let mut rx = LineReceiver::with_max_line(&input[..], shared.clone(), 40);
+        assert_eq!(
+            rx.next_frame().await.unwrap(),
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#
+        );
+        // The banner-like line of 16 bytes fits; the next frame is too long.
+        assert!(matches!(
+            rx.next_frame().await,
+            Err(TransportError::Protocol(Failure::LineTooLong))
+        ));
+        assert_eq!(shared.fault(), Some(Failure::LineTooLong));
+    }
+
+    #[tokio::test]
+    async fn the_receiver_reports_eof() {
+        let mut rx = LineReceiver::new(&b"hello\n"[..], shared());
+        assert!(matches!(rx.next_frame().await, Err(TransportError::Eof)));
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stderr_goes_to_tracing_under_the_plugin_target_with_its_name() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        let shared = Arc::new(Shared::new("gitlab".into(), "/x".into()));
+        tracing::subscriber::with_default(subscriber, || {
+            record_stderr(
+                &shared,
+                br#"{"level":"warn","message":"token expires soon"}"#,
+            );
+            record_stderr(&shared, b"plain words");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("WARN moat::plugin: token expires soon provider=gitlab"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("DEBUG moat::plugin: plain words provider=gitlab"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stderr_is_kept_and_parsed() {
+        let mut input = String::new();
+        input.push_str("{\"level\":\"WARN\",\"fields\":{\"message\":\"careful\"}}\n");
+        input.push_str(&"x".repeat(MAX_STDERR_LINE + 10));
+        input.push('\n');
+        for i in 0..70 {
+            input.push_str(&format!("line {i}\n"));
+        }
+        let shared = shared();
+        forward_stderr(input.as_bytes(), shared.clone()).await;
+        let tail = shared.stderr_tail();
+        assert_eq!(tail.len(), STDERR_TAIL_LINES);
+        assert_eq!(tail.last().unwrap(), "line 69");
+        assert_eq!(tail[0], "line 6");
+
+        let shared3 = self::shared();
+        let jsonrpsee = br#"{"level":"TRACE","fields":{"message":"Request: grant tok"},"target":"jsonrpsee_core::server"}"#;
+        forward_stderr(&jsonrpsee[..], shared3.clone()).await;
+        assert!(
+            shared3.stderr_tail().is_empty(),
+            "jsonrpsee's traces are dropped"
+        );
+
+        let shared2 = self::shared();
+        forward_stderr(
+            &b"{\"level\":\"WARN\",\"fields\":{\"message\":\"careful\"}}\r\nplain"[..],
+            shared2.clone(),
+        )
+        .await;
+        assert_eq!(shared2.stderr_tail(), vec!["warn: careful", "plain"]);
+    }
+}

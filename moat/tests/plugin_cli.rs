@@ -1,0 +1,318 @@
+//! The `moat` binary with plugins on its PATH: `moat grant providers` lists and warns,
+//! `moat grant <plugin>` works like a built-in, listings come from the cache, and no plugin
+//! outlives moat, even when moat is killed.
+
+#[path = "fixtures/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+use support::{install, starts, wait_dead};
+
+struct Env {
+    root: tempfile::TempDir,
+    log: PathBuf,
+    extra: Vec<(String, String)>,
+}
+
+impl Env {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["bin", "bin2", "home", "work"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        let log = root.path().join("fake.log");
+        Env {
+            root,
+            log,
+            extra: Vec::new(),
+        }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn install(&self, dir: &str, name: &str, mode: &str) -> PathBuf {
+        let dir = self.dir(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        install(
+            &dir,
+            name,
+            mode,
+            &[("FAKE_LOG", self.log.to_str().unwrap())],
+        )
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.extra.push((key.into(), value.into()));
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        let path = format!(
+            "{}:{}:/usr/bin:/bin",
+            self.dir("bin").display(),
+            self.dir("bin2").display()
+        );
+        let mut vars = vec![
+            ("PATH".to_string(), path),
+            ("HOME".into(), self.root.path().display().to_string()),
+            ("MOAT_HOME".into(), self.dir("home").display().to_string()),
+            ("MOAT_KEYRING_BACKEND".into(), "file".into()),
+            ("NO_COLOR".into(), "1".into()),
+            ("MOAT_PLUGIN_TIMEOUT_SECS".into(), "3".into()),
+        ];
+        vars.extend(self.extra.iter().cloned());
+        vars
+    }
+
+    fn moat(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
+        cmd.env_clear()
+            .envs(self.vars())
+            .current_dir(self.dir("work"))
+            .timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    fn starts(&self) -> Vec<u32> {
+        starts(&self.log)
+    }
+}
+
+fn row(name: &str, description: &str, path: &Path) -> String {
+    format!(
+        r"{name}\s+{description}\s+plugin \({}\)",
+        regex_escape(&path.display().to_string())
+    )
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn providers_lists_plugins_and_warns_kubectl_style() {
+    let env = Env::new();
+    let fake = env.install("bin", "fake", "ok");
+    let shadowed = env.install("bin2", "fake", "ok");
+    let hidden = env.install("bin", "github", "ok");
+    let liar = env.install("bin", "liar", "bad_version");
+    let lazy = env.install("home/plugins", "lazy", "ok");
+    let plain = env.dir("bin").join("moat-provider-plain");
+    support::write_executable(&plain, "#!/bin/sh\n", 0o644);
+
+    env.moat()
+        .args(["grant", "providers"])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"github\s+GitHub token\s+builtin").unwrap())
+        .stdout(predicate::str::is_match(row("fake", "Fake plugin", &fake)).unwrap())
+        .stdout(predicate::str::is_match(row("lazy", "Fake plugin", &lazy)).unwrap())
+        .stdout(contains("liar").not())
+        .stderr(contains(format!(
+            "warning: {} is named like a moat plugin, but it is not executable",
+            plain.display()
+        )))
+        .stderr(contains(format!(
+            "warning: {} is shadowed by {}",
+            shadowed.display(),
+            fake.display()
+        )))
+        .stderr(contains(format!(
+            "warning: {} is hidden by the built-in provider github",
+            hidden.display()
+        )))
+        .stderr(contains(format!(
+            "warning: {} failed its handshake: it answered with protocol version 99, but moat offered only 1",
+            liar.display()
+        )));
+
+    let output = env
+        .moat()
+        .args(["grant", "providers", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let providers = json["providers"].as_array().unwrap();
+    let fake_row = providers.iter().find(|p| p["provider"] == "fake").unwrap();
+    assert_eq!(fake_row["source"], "plugin");
+    assert_eq!(fake_row["path"], fake.display().to_string());
+    assert_eq!(fake_row["description"], "Fake plugin");
+    let warnings = json["warnings"].as_array().unwrap();
+    let kinds: Vec<&str> = warnings
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["not_executable", "shadowed", "hidden", "handshake_failed"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {warnings:#?}");
+    }
+    let hidden_json = warnings.iter().find(|w| w["kind"] == "hidden").unwrap();
+    assert_eq!(hidden_json["path"], hidden.display().to_string());
+    assert_eq!(hidden_json["by"], "github");
+    assert!(
+        hidden_json["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("is hidden by the built-in provider github")
+    );
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+
+    // Every plugin started for the first listing was stopped; the second listing started none
+    // (the cache), not even the one whose handshake failed.
+    let pids = env.starts();
+    assert_eq!(pids.len(), 3, "fake, lazy and liar, once each: {pids:?}");
+    for pid in pids {
+        assert!(wait_dead(pid, Duration::from_secs(2)), "{pid} still runs");
+    }
+}
+
+#[test]
+fn grant_through_a_plugin_stores_the_credential() {
+    let mut env = Env::new();
+    env.install("bin", "fake", "ok");
+
+    // From stdin, as for a built-in: the plugin asks, moat reads the answer.
+    env.moat()
+        .args(["grant", "fake"])
+        .write_stdin("tok-from-stdin\n")
+        .assert()
+        .success()
+        .stdout(contains("Credential saved to"))
+        .stderr(contains("tok-from-stdin").not());
+    env.moat()
+        .args(["grant", "show", "fake", "--json"])
+        .assert()
+        .success()
+        .stdout(contains("\"provider\": \"fake\""))
+        .stdout(contains("fake-user"))
+        .stdout(contains("tok-from-stdin").not());
+
+    // A rejection keeps its kind (exit code 4) and the plugin's hint.
+    env.moat()
+        .args(["grant", "fake"])
+        .write_stdin("bad\n")
+        .assert()
+        .code(4)
+        .stderr(contains("the fake service rejected the token"))
+        .stderr(contains("Use a good token"));
+
+    // Non-interactive, from the environment the plugin inherits.
+    env.set("FAKE_TOKEN", "tok-from-env");
+    env.moat()
+        .args(["grant", "fake", "--no-input"])
+        .assert()
+        .success();
+    env.moat()
+        .args(["grant", "list"])
+        .assert()
+        .success()
+        .stdout(contains("fake"));
+    for pid in env.starts() {
+        assert!(wait_dead(pid, Duration::from_secs(2)), "{pid} still runs");
+    }
+}
+
+#[test]
+fn a_broken_plugin_does_not_break_moat() {
+    let env = Env::new();
+    env.install("bin", "crashy", "exit_at_start");
+    env.moat()
+        .args(["grant", "providers"])
+        .assert()
+        .success()
+        .stderr(contains("failed its handshake: exited with status 1"));
+    env.moat()
+        .args(["grant", "crashy", "--no-input"])
+        .assert()
+        .code(3)
+        .stderr(contains("unknown provider: crashy"))
+        .stderr(contains("moat grant providers"));
+    env.moat().args(["grant", "list"]).assert().success();
+}
+
+#[test]
+fn a_plugin_crashing_during_grant_is_reported_with_its_last_words() {
+    let env = Env::new();
+    let path = env.install("bin", "crashy", "crash_call");
+    env.moat()
+        .args(["grant", "crashy", "--no-input"])
+        .assert()
+        .code(1)
+        .stderr(contains(format!(
+            "error: plugin crashy ({}) exited with status 3 during grant; it was stopped",
+            path.display()
+        )))
+        .stderr(contains("  | panic: boom in grant"))
+        .stderr(contains("report it to the plugin's author"));
+    for pid in env.starts() {
+        assert!(wait_dead(pid, Duration::from_secs(2)), "{pid} still runs");
+    }
+    let store = env.dir("home").join("credentials");
+    let stored = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(stored, 0, "nothing stored");
+}
+
+#[test]
+fn a_relative_path_entry_is_not_searched() {
+    let env = Env::new();
+    env.install("work/bin", "planted", "ok");
+    let mut cmd = env.moat();
+    cmd.env("PATH", "bin:.:/usr/bin:/bin");
+    cmd.args(["grant", "providers"])
+        .assert()
+        .success()
+        .stdout(contains("planted").not());
+    assert!(env.starts().is_empty());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn no_plugin_outlives_moat_even_when_moat_is_killed() {
+    let env = Env::new();
+    env.install("bin", "stuck", "hang_call");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_moat"));
+    command
+        .env_clear()
+        .envs(env.vars())
+        .current_dir(env.dir("work"))
+        .args(["grant", "stuck", "--no-input"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut moat = command.spawn().unwrap();
+
+    // The listing's handshake, then the grant's process, which never answers.
+    let started = Instant::now();
+    while env.starts().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the plugin never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plugin = env.starts()[1];
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!wait_dead(plugin, Duration::ZERO), "the plugin is running");
+
+    moat.kill().unwrap(); // SIGKILL: no chance to clean up
+    moat.wait().unwrap();
+    assert!(
+        wait_dead(plugin, Duration::from_secs(3)),
+        "plugin {plugin} outlived moat"
+    );
+}
