@@ -7,5 +7,7 @@ pub mod cli;
 pub mod credential;
 pub mod home;
 pub mod http;
+pub mod plugin;
 pub mod provider;
 pub mod providers;
+pub mod proxy;

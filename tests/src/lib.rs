@@ -27,15 +27,22 @@ mod ca;
 mod env;
 mod github;
 mod https;
+mod proxy;
 mod secrets;
+mod stream;
 
 pub use ca::{CA_PEM_FILE, IssuedCert, TestCa, crypto_provider};
 pub use env::{DEFAULT_TIMEOUT, MoatEnv, SYSTEM_PATH, moat_bin, sh_quote};
 pub use github::fake_github;
 pub use https::{FakeHttps, LOCAL_SANS, Recorded, Reply};
+pub use proxy::{
+    ProxyProcess, basic_proxy_auth, client_tls, connect_tunnel, proc_status_kib, read_head,
+    read_log, roots_from_pem, tls_through_proxy,
+};
 pub use secrets::{
     assert_no_secret, assert_no_secret_in_dir, assert_no_secret_named, files_containing,
 };
+pub use stream::{PatternBody, PatternCheck, PatternReader, Seen, StreamServer, pattern_byte};
 
 #[cfg(test)]
 mod tests {

@@ -459,7 +459,7 @@ fn providers_lists_github_as_builtin() {
         .get_output()
         .clone();
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let github = json
+    let github = json["providers"]
         .as_array()
         .unwrap()
         .iter()

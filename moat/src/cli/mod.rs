@@ -2,7 +2,9 @@
 
 mod error;
 mod grant;
+mod plugin;
 mod prompt;
+mod proxy;
 mod revoke;
 mod table;
 
@@ -14,6 +16,7 @@ pub use error::{CliError, CliResult, code};
 
 use crate::credential::{CredentialStore, KeyConfig};
 use crate::home::{MoatHome, Profile};
+use crate::plugin::PluginReport;
 use crate::provider::Registry;
 
 const AFTER_HELP: &str = "\
@@ -59,6 +62,10 @@ enum Command {
     Grant(grant::GrantArgs),
     /// Delete a stored credential.
     Revoke(revoke::RevokeArgs),
+    /// Run the credential-injecting proxy on its own (for trying rules with curl on the host).
+    Proxy(proxy::ProxyArgs),
+    /// Tools for plugin authors: check a moat-provider-<name> executable against the protocol.
+    Plugin(plugin::PluginArgs),
 }
 
 impl Cli {
@@ -68,8 +75,9 @@ impl Cli {
     }
 
     /// Runs the parsed command against `registry`, with moat's home and key storage taken from
-    /// the environment, and returns moat's exit code.
-    pub async fn run(self, registry: Registry) -> ExitCode {
+    /// the environment, and returns moat's exit code. `plugins` says what went wrong while
+    /// discovering plugins (shown by `moat grant providers`).
+    pub async fn run(self, registry: Registry, plugins: PluginReport) -> ExitCode {
         let home = match MoatHome::from_env() {
             Ok(home) => home,
             Err(err) => {
@@ -77,18 +85,38 @@ impl Cli {
                 return CliError::new(err.to_string()).hint(hint).report();
             }
         };
-        self.run_with(registry, home, KeyConfig::from_env()).await
+        self.run_in(registry, plugins, home, KeyConfig::from_env())
+            .await
     }
 
-    /// [`run`](Self::run) with an explicit home and key storage (for tests and embedding).
+    /// [`run`](Self::run) with an explicit home and key storage and no plugin report (for tests
+    /// and embedding).
     pub async fn run_with(self, registry: Registry, home: MoatHome, keys: KeyConfig) -> ExitCode {
-        match self.dispatch(registry, home, keys).await {
+        self.run_in(registry, PluginReport::default(), home, keys)
+            .await
+    }
+
+    /// [`run`](Self::run) with everything explicit.
+    pub async fn run_in(
+        self,
+        registry: Registry,
+        plugins: PluginReport,
+        home: MoatHome,
+        keys: KeyConfig,
+    ) -> ExitCode {
+        match self.dispatch(registry, plugins, home, keys).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => err.report(),
         }
     }
 
-    async fn dispatch(self, registry: Registry, home: MoatHome, keys: KeyConfig) -> CliResult {
+    async fn dispatch(
+        self,
+        registry: Registry,
+        plugins: PluginReport,
+        home: MoatHome,
+        keys: KeyConfig,
+    ) -> CliResult {
         let profile = match self.global.profile.as_deref().filter(|p| !p.is_empty()) {
             Some(name) => Some(
                 Profile::new(name)
@@ -99,6 +127,7 @@ impl Cli {
         let store = CredentialStore::open(&home, profile.as_ref(), keys);
         let context = Context {
             registry,
+            plugins,
             home,
             profile,
             store,
@@ -106,6 +135,8 @@ impl Cli {
         match self.command {
             Command::Grant(args) => grant::run(&context, args).await,
             Command::Revoke(args) => revoke::run(&context, args),
+            Command::Proxy(args) => proxy::run(&context, args).await,
+            Command::Plugin(args) => plugin::run(args).await,
         }
     }
 }
@@ -113,6 +144,8 @@ impl Cli {
 /// What every command works with.
 struct Context {
     registry: Registry,
+    /// What went wrong while discovering plugins.
+    plugins: PluginReport,
     #[allow(
         dead_code,
         reason = "read by the commands that manage runs and plugins"

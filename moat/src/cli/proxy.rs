@@ -1,0 +1,232 @@
+//! `moat proxy`: the credential-injecting proxy on its own, for one set of grants, until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{CliError, CliResult, Context, code};
+use crate::proxy::{
+    CertificateAuthority, HostRules, NetworkPolicy, PolicyMode, Proxy, ProxyConfig, RESOLVE_ENV,
+    RunRegistry, RunSpec, UpstreamConfig,
+};
+
+const PROXY_HELP: &str = "\
+Starts moat's TLS-intercepting proxy for the given grants and prints how to use it: the address,
+a proxy URL carrying this session's proxy token (not a provider credential), and the CA
+certificate clients must trust. Stored credentials are injected on the wire; the client only ever
+sends placeholders. Every request is appended to the request log (headers redacted).
+
+Upstream trust: the system's roots, plus the PEM file named by MOAT_EXTRA_CA_CERTS.
+Upstream addresses: DNS, unless MOAT_PROXY_RESOLVE maps host:port to another address, like
+curl's --resolve: MOAT_PROXY_RESOLVE='api.github.com:443:127.0.0.1:8443,...'.
+Services on this machine (localhost, 127.0.0.1, ::1, moat-host) are refused unless --host-port
+lists their port. Credentials are never added to cleartext http:// requests.
+
+Examples:
+  moat proxy --grant github
+  curl --proxy \"$PROXY_URL\" --cacert ~/.moat/proxy/ca/public/ca.crt https://api.github.com/user
+  moat proxy --grant github --policy strict --allow registry.npmjs.org
+  moat proxy --grant github --rule 'api.github.com deny DELETE /**' --json";
+
+/// Run the credential-injecting proxy on its own.
+#[derive(Debug, Args)]
+#[command(after_help = PROXY_HELP)]
+pub struct ProxyArgs {
+    /// A provider whose stored credential is injected (repeatable).
+    #[arg(long = "grant", value_name = "PROVIDER")]
+    grants: Vec<String>,
+
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// Network policy: permissive (allow unless a rule denies) or strict (deny unless allowed).
+    #[arg(long, default_value = "permissive", value_name = "POLICY")]
+    policy: PolicyMode,
+
+    /// A host (or *.suffix, host:port) reachable under the strict policy (repeatable). The
+    /// grants' hosts always are.
+    #[arg(long = "allow", value_name = "HOST")]
+    allow: Vec<String>,
+
+    /// A method and path rule, "HOST allow|deny METHOD|* /glob" (repeatable; first match wins).
+    #[arg(long = "rule", value_name = "RULE")]
+    rules: Vec<String>,
+
+    /// A port of a service on this machine the client may reach through the proxy (as
+    /// localhost, 127.0.0.1, ::1 or moat-host; repeatable). Others are refused.
+    #[arg(long = "host-port", value_name = "PORT")]
+    host_ports: Vec<u16>,
+
+    /// The request log to append to [default: $MOAT_HOME/proxy/network.jsonl].
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+
+    /// Print the connection details as one line of JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Started<'a> {
+    address: String,
+    proxy_url: String,
+    token: &'a str,
+    ca_cert: String,
+    log: String,
+    grants: Vec<String>,
+}
+
+pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
+    let policy = policy_of(&args)?;
+
+    let mut names: Vec<String> = Vec::new();
+    let mut grants = Vec::new();
+    for requested in &args.grants {
+        let entry = context.registry.lookup(requested)?;
+        if names.contains(&entry.info.name) {
+            continue;
+        }
+        let credential = context.store.load(entry.info.store_key())?;
+        let rules = entry.provider.configure_proxy(&credential).await?;
+        names.push(entry.info.name.clone());
+        grants.push(rules);
+    }
+
+    #[cfg(unix)]
+    if let Err(err) = crate::proxy::raise_open_file_limit() {
+        tracing::warn!(%err, "cannot raise the open file limit");
+    }
+    let ca = CertificateAuthority::load_or_create(&context.home).map_err(|err| {
+        let hint = err.hint();
+        let error = CliError::new(err.to_string());
+        match hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        }
+    })?;
+    let upstream = UpstreamConfig::from_env().map_err(|err| CliError::new(err.to_string()))?;
+    let log = args
+        .log
+        .clone()
+        .unwrap_or_else(|| context.home.root().join("proxy").join("network.jsonl"));
+
+    let runs = Arc::new(RunRegistry::new());
+    let token = runs
+        .register(RunSpec {
+            id: format!("proxy-{}", std::process::id()),
+            grants,
+            policy,
+            log: Some(log.clone()),
+        })
+        .map_err(|err| CliError::new(err.to_string()))?;
+    let ca_cert = ca.cert_path();
+    let proxy = Proxy::new(
+        Arc::new(ca),
+        Arc::clone(&runs),
+        &upstream,
+        ProxyConfig::default(),
+    )
+    .map_err(|err| CliError::new(err.to_string()))?;
+    let handle = proxy.listen(args.listen).await.map_err(|err| {
+        CliError::new(format!("cannot listen on {}: {err}", args.listen))
+            .hint("Pick another address with --listen, e.g. --listen 127.0.0.1:0.")
+    })?;
+    let address = handle.addr();
+    let proxy_url = format!("http://moat:{}@{address}", token.as_str());
+
+    if args.json {
+        let started = Started {
+            address: address.to_string(),
+            proxy_url: proxy_url.clone(),
+            token: token.as_str(),
+            ca_cert: ca_cert.display().to_string(),
+            log: log.display().to_string(),
+            grants: names.clone(),
+        };
+        let line = serde_json::to_string(&started)
+            .map_err(|err| CliError::new(format!("cannot print JSON: {err}")))?;
+        println!("{line}");
+    } else {
+        let grants = if names.is_empty() {
+            "none (requests pass through unchanged)".to_owned()
+        } else {
+            names.join(", ")
+        };
+        println!("moat proxy listening on {address}");
+        println!("  proxy URL:    {proxy_url}");
+        println!("  CA:           {}", ca_cert.display());
+        println!("  request log:  {}", log.display());
+        println!("  grants:       {grants}");
+        println!();
+        println!(
+            "Try: curl --proxy '{proxy_url}' --cacert '{}' https://api.github.com/user",
+            ca_cert.display()
+        );
+        if !upstream.resolve.is_empty() {
+            println!("({RESOLVE_ENV} overrides some upstream addresses.)");
+        }
+        println!("Press Ctrl-C to stop.");
+    }
+
+    wait_for_stop().await;
+    runs.remove(&token);
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// The network policy from the flags.
+fn policy_of(args: &ProxyArgs) -> Result<NetworkPolicy, CliError> {
+    let mut rules: Vec<HostRules> = Vec::new();
+    for rule in &args.rules {
+        let Some((host, rest)) = rule.trim().split_once(char::is_whitespace) else {
+            return Err(CliError::new(format!(
+                "invalid --rule {rule:?}: want \"HOST allow|deny METHOD /glob\""
+            ))
+            .code(code::USAGE));
+        };
+        match rules.iter_mut().find(|entry| entry.host == host) {
+            Some(entry) => entry.rules.push(rest.trim().to_owned()),
+            None => rules.push(HostRules {
+                host: host.to_owned(),
+                rules: vec![rest.trim().to_owned()],
+            }),
+        }
+    }
+    let policy = NetworkPolicy {
+        policy: args.policy,
+        allow: args.allow.clone(),
+        rules,
+        host_ports: args.host_ports.clone(),
+    };
+    // Refuse bad patterns before anything starts.
+    crate::proxy::policy::validate(&policy)
+        .map_err(|err| CliError::new(err.to_string()).code(code::USAGE))?;
+    Ok(policy)
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,377 @@
+//! Body types and streaming wrappers: nothing here holds a whole body.
+//!
+//! - [`ProxyBody`]: the one boxed body type that flows through the proxy, both ways.
+//! - [`Tee`]: passes a request body through and keeps its first bytes for the log.
+//! - [`Logged`]: passes a response body through, keeps its first bytes, and reports when it ends
+//!   (or is dropped) so the request's log line is written then.
+//! - [`Scrub`]: replaces a real token by its placeholder in a streamed body, across chunk
+//!   boundaries, holding back only the bytes that could be the start of the token.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::HeaderMap;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::inject::replace_all;
+
+/// Any error a body can end with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response the proxy handles.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body received by hyper, streamed on.
+pub(crate) fn incoming(body: Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+/// The first bytes of a body, up to a limit.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Capture {
+    pub bytes: Vec<u8>,
+    pub limit: usize,
+    /// More bytes went by than were kept.
+    pub truncated: bool,
+}
+
+impl Capture {
+    pub fn new(limit: usize) -> Capture {
+        Capture {
+            bytes: Vec::new(),
+            limit,
+            truncated: false,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// A request body that keeps its first bytes in a shared [`Capture`].
+pub(crate) struct Tee {
+    inner: ProxyBody,
+    capture: Arc<Mutex<Capture>>,
+}
+
+impl Tee {
+    pub fn wrap(inner: ProxyBody, capture: Arc<Mutex<Capture>>) -> ProxyBody {
+        Tee { inner, capture }.boxed_unsync()
+    }
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            self.capture
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(data);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Called once when a [`Logged`] body ends: what was captured (if capturing), and the error that
+/// ended it early, if any.
+pub(crate) type OnDone = Box<dyn FnOnce(Option<Capture>, Option<String>) + Send>;
+
+/// A response body that reports its end.
+pub(crate) struct Logged {
+    inner: ProxyBody,
+    capture: Option<Capture>,
+    on_done: Option<OnDone>,
+}
+
+impl Logged {
+    pub fn wrap(inner: ProxyBody, capture: Option<Capture>, on_done: OnDone) -> ProxyBody {
+        Logged {
+            inner,
+            capture,
+            on_done: Some(on_done),
+        }
+        .boxed_unsync()
+    }
+
+    fn finish(&mut self, error: Option<String>) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done(self.capture.take(), error);
+        }
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => self.finish(None),
+            Some(Err(err)) => {
+                let message = format!("response body failed: {err}");
+                self.finish(Some(message));
+            }
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref()
+                    && let Some(capture) = self.capture.as_mut()
+                {
+                    capture.push(data);
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(None);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if self.on_done.is_some() {
+            let error = (!self.inner.is_end_stream())
+                .then(|| "the response was not read to its end".to_owned());
+            self.finish(error);
+        }
+    }
+}
+
+/// A body with every occurrence of `real` replaced by `placeholder`.
+pub(crate) struct Scrub {
+    inner: ProxyBody,
+    real: Vec<u8>,
+    placeholder: Vec<u8>,
+    /// A tail of the previous chunk that could be the start of `real`.
+    carry: Vec<u8>,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl Scrub {
+    pub fn wrap(inner: ProxyBody, real: &[u8], placeholder: &[u8]) -> ProxyBody {
+        Scrub {
+            inner,
+            real: real.to_vec(),
+            placeholder: placeholder.to_vec(),
+            carry: Vec::new(),
+            trailers: None,
+            ended: false,
+        }
+        .boxed_unsync()
+    }
+}
+
+/// The length of the longest suffix of `buf` that is a proper prefix of `needle`.
+fn held_back(buf: &[u8], needle: &[u8]) -> usize {
+    let max = buf.len().min(needle.len().saturating_sub(1));
+    (1..=max)
+        .rev()
+        .find(|&k| buf[buf.len() - k..] == needle[..k])
+        .unwrap_or(0)
+}
+
+impl Body for Scrub {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                if !this.carry.is_empty() {
+                    let rest = std::mem::take(&mut this.carry);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))));
+                }
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                None => this.ended = true,
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let mut buf = std::mem::take(&mut this.carry);
+                        buf.extend_from_slice(&data);
+                        let mut buf =
+                            replace_all(&buf, &this.real, &this.placeholder).unwrap_or(buf);
+                        let hold = held_back(&buf, &this.real);
+                        this.carry = buf.split_off(buf.len() - hold);
+                        if !buf.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))));
+                        }
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.ended = true;
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of fixed chunks, one frame each.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    fn chunks(parts: &[&str]) -> ProxyBody {
+        Chunks(
+            parts
+                .iter()
+                .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                .collect(),
+        )
+        .boxed_unsync()
+    }
+
+    async fn collect(body: ProxyBody) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut body = body;
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                frames.push(data.to_vec());
+            }
+        }
+        let all = frames.concat();
+        (frames, all)
+    }
+
+    #[tokio::test]
+    async fn scrub_replaces_across_chunk_boundaries() {
+        for split in [
+            vec!["abc TOKEN123 def"],
+            vec!["abc TOK", "EN123 def"],
+            vec!["abc T", "O", "K", "EN12", "3 def TOKEN", "123"],
+            vec!["TOKEN12", "x TOKEN123"],
+            vec!["TOKTOKEN123"],
+        ] {
+            let (_, all) = collect(Scrub::wrap(chunks(&split), b"TOKEN123", b"[P]")).await;
+            let expected = split.concat().replace("TOKEN123", "[P]");
+            assert_eq!(String::from_utf8(all).unwrap(), expected, "{split:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scrub_holds_back_only_possible_token_starts() {
+        // SSE events end in newlines, which no token starts with: nothing is delayed.
+        let (frames, _) = collect(Scrub::wrap(
+            chunks(&["data: 1\n\n", "data: 2\n\n"]),
+            b"TOKEN",
+            b"P",
+        ))
+        .await;
+        assert_eq!(frames, [b"data: 1\n\n".to_vec(), b"data: 2\n\n".to_vec()]);
+        assert_eq!(held_back(b"xxTOK", b"TOKEN"), 3);
+        assert_eq!(
+            held_back(b"xxTOKEN", b"TOKEN"),
+            0,
+            "a whole token is not held"
+        );
+        assert_eq!(held_back(b"", b"TOKEN"), 0);
+    }
+
+    #[tokio::test]
+    async fn tee_and_logged_capture_up_to_the_limit() {
+        let capture = Arc::new(Mutex::new(Capture::new(5)));
+        let (_, all) = collect(Tee::wrap(chunks(&["abc", "defg"]), Arc::clone(&capture))).await;
+        assert_eq!(all, b"abcdefg");
+        let c = capture.lock().unwrap().clone();
+        assert_eq!((c.bytes.as_slice(), c.truncated), (&b"abcde"[..], true));
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let body = Logged::wrap(
+            chunks(&["hello"]),
+            Some(Capture::new(100)),
+            Box::new(move |capture, error| tx.send((capture, error)).unwrap()),
+        );
+        collect(body).await;
+        let (capture, error) = rx.recv().unwrap();
+        assert_eq!(capture.unwrap().bytes, b"hello");
+        assert_eq!(error, None);
+
+        // Dropped half-way: reported once, with an error.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut body = Logged::wrap(
+            chunks(&["a", "b"]),
+            None,
+            Box::new(move |capture, error| tx.send((capture.is_none(), error)).unwrap()),
+        );
+        body.frame().await;
+        drop(body);
+        let (no_capture, error) = rx.recv().unwrap();
+        assert!(no_capture);
+        assert!(error.unwrap().contains("not read to its end"));
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! The request log: one JSON object per line in a run's `network.jsonl`, written as each request
+//! finishes (a denied `CONNECT` included).
+//!
+//! ```json
+//! {"ts":"2026-05-01T12:00:00.123Z","method":"GET","url":"https://api.github.com/user",
+//!  "status_code":200,"duration_ms":41.2,"grants":["github"],
+//!  "req_headers":{"accept":"*/*","authorization":"[REDACTED]"},
+//!  "resp_headers":{"content-type":"application/json"},"resp_body":"{\"login\":\"octocat\"}"}
+//! ```
+//!
+//! - Request headers are the client's, before injection; a header moat injected or rewrote shows
+//!   `[REDACTED]`; `Proxy-Authorization` and `Proxy-Connection` are left out. Values of repeated
+//!   headers are joined with `, `.
+//! - The URL is the client's: a token-substitution placeholder stays a placeholder.
+//! - Bodies are captured only for text-like types (`text/*`, JSON, XML, form data, JavaScript),
+//!   the first [`BODY_CAPTURE_LIMIT`] bytes; `truncated` says one of them was longer.
+//! - Every string goes through the run's redactor before it is written, so a token echoed back by
+//!   an upstream still never lands in the file.
+//!
+//! Lines are serialized and written by a thread per log file (through a channel), so neither JSON
+//! nor a slow disk stalls a request; they are in the file within 20 ms of the request's end. The
+//! file is created `0600` and appended to.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::HeaderMap;
+use hyper::header::HeaderName;
+use serde::ser::{Serialize, SerializeMap as _, Serializer};
+
+use super::inject::Redactor;
+
+/// How much of each body is kept.
+pub const BODY_CAPTURE_LIMIT: usize = 8 * 1024;
+
+/// How long a finished request's line may wait in memory before it is in the file.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What a header moat injected is logged as.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// A `network.jsonl` file being appended to.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    path: PathBuf,
+    lines: mpsc::Sender<(Entry, Arc<Redactor>)>,
+}
+
+impl RequestLog {
+    /// Opens (creating, `0600`) `path` for appending, creating its folder if needed, and starts
+    /// its writer thread. The thread ends, after writing everything sent, when the last clone of
+    /// this value is dropped.
+    pub fn open(path: &Path) -> io::Result<RequestLog> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options.open(path)?;
+        let (lines, receiver) = mpsc::channel::<(Entry, Arc<Redactor>)>();
+        let shown = path.display().to_string();
+        std::thread::Builder::new()
+            .name("moat-network-log".into())
+            .spawn(move || {
+                let mut out = BufWriter::with_capacity(64 * 1024, file);
+                let mut dirty = false;
+                let mut last_flush = Instant::now();
+                loop {
+                    // Lines reach the file within FLUSH_INTERVAL of their request's end, and a
+                    // busy proxy flushes at most that often rather than once per request.
+                    let wait = if dirty {
+                        FLUSH_INTERVAL.saturating_sub(last_flush.elapsed())
+                    } else {
+                        Duration::from_secs(3600)
+                    };
+                    let mut result = match receiver.recv_timeout(wait) {
+                        Ok(line) => {
+                            dirty = true;
+                            write_line(&mut out, &line)
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            let _ = out.flush();
+                            break;
+                        }
+                    };
+                    if dirty && last_flush.elapsed() >= FLUSH_INTERVAL {
+                        result = result.and_then(|()| out.flush());
+                        dirty = false;
+                        last_flush = Instant::now();
+                    }
+                    if let Err(err) = result {
+                        tracing::warn!(log = %shown, %err, "cannot write the request log");
+                    }
+                }
+            })?;
+        Ok(RequestLog {
+            path: path.to_path_buf(),
+            lines,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues `entry`; it is redacted and serialized by the writer thread.
+    pub(crate) fn write(&self, entry: Entry, redactor: &Arc<Redactor>) {
+        // Err only if the writer thread died (it logged why).
+        let _ = self.lines.send((entry, Arc::clone(redactor)));
+    }
+}
+
+fn write_line(
+    out: &mut impl io::Write,
+    (entry, redactor): &(Entry, Arc<Redactor>),
+) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &Line { entry, redactor }).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// One request, as gathered on the request path: raw parts, cheap to collect. Serialized (and
+/// redacted) by the writer thread.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub ts: SystemTime,
+    pub method: String,
+    pub url: String,
+    pub status_code: u16,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub grants: Vec<String>,
+    /// The client's headers, before injection.
+    pub req_headers: HeaderMap,
+    /// Headers moat injected or rewrote: logged as [`REDACTED`].
+    pub injected: Vec<HeaderName>,
+    pub resp_headers: HeaderMap,
+    pub req_body: Option<Vec<u8>>,
+    pub resp_body: Option<Vec<u8>>,
+    pub truncated: bool,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            ts: SystemTime::now(),
+            method: String::new(),
+            url: String::new(),
+            status_code: 0,
+            duration: Duration::ZERO,
+            error: None,
+            grants: Vec::new(),
+            req_headers: HeaderMap::new(),
+            injected: Vec::new(),
+            resp_headers: HeaderMap::new(),
+            req_body: None,
+            resp_body: None,
+            truncated: false,
+        }
+    }
+}
+
+/// An entry with its run's redactor: the JSON line.
+struct Line<'a> {
+    entry: &'a Entry,
+    redactor: &'a Redactor,
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Line { entry, redactor } = self;
+        let ts = chrono::DateTime::<chrono::Utc>::from(entry.ts)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("ts", &ts)?;
+        map.serialize_entry("method", &entry.method)?;
+        map.serialize_entry("url", &redactor.redact(&entry.url))?;
+        map.serialize_entry("status_code", &entry.status_code)?;
+        let ms = (entry.duration.as_secs_f64() * 100_000.0).round() / 100.0;
+        map.serialize_entry("duration_ms", &ms)?;
+        if let Some(error) = &entry.error {
+            map.serialize_entry("error", &redactor.redact(error))?;
+        }
+        if !entry.grants.is_empty() {
+            map.serialize_entry("grants", &entry.grants)?;
+        }
+        map.serialize_entry(
+            "req_headers",
+            &Headers {
+                headers: &entry.req_headers,
+                injected: &entry.injected,
+                redactor,
+            },
+        )?;
+        map.serialize_entry(
+            "resp_headers",
+            &Headers {
+                headers: &entry.resp_headers,
+                injected: &[],
+                redactor,
+            },
+        )?;
+        if let Some(body) = &entry.req_body {
+            map.serialize_entry("req_body", &redactor.redact(&String::from_utf8_lossy(body)))?;
+        }
+        if let Some(body) = &entry.resp_body {
+            map.serialize_entry(
+                "resp_body",
+                &redactor.redact(&String::from_utf8_lossy(body)),
+            )?;
+        }
+        if entry.truncated {
+            map.serialize_entry("truncated", &true)?;
+        }
+        map.end()
+    }
+}
+
+/// Headers as a JSON object: names sorted, repeated values joined with `, `, proxy headers left
+/// out, `injected` names (whether or not the client sent them) shown as [`REDACTED`], every value
+/// redacted.
+struct Headers<'a> {
+    headers: &'a HeaderMap,
+    injected: &'a [HeaderName],
+    redactor: &'a Redactor,
+}
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut names: Vec<&str> = self
+            .headers
+            .keys()
+            .map(HeaderName::as_str)
+            .filter(|name| *name != "proxy-authorization" && *name != "proxy-connection")
+            .chain(self.injected.iter().map(HeaderName::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut map = serializer.serialize_map(Some(names.len()))?;
+        for name in names {
+            if self.injected.iter().any(|i| i.as_str() == name) {
+                map.serialize_entry(name, REDACTED)?;
+                continue;
+            }
+            let mut values = self.headers.get_all(name).iter();
+            let first = values.next().map(|v| String::from_utf8_lossy(v.as_bytes()));
+            let mut value = first.unwrap_or_default();
+            for more in values {
+                let joined = value.to_mut();
+                joined.push_str(", ");
+                joined.push_str(&String::from_utf8_lossy(more.as_bytes()));
+            }
+            map.serialize_entry(name, &self.redactor.redact(&value))?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::{AUTHORIZATION, HeaderValue};
+
+    fn line(entry: &Entry, redactor: &Redactor) -> serde_json::Value {
+        serde_json::to_value(Line { entry, redactor }).unwrap()
+    }
+
+    #[test]
+    fn headers_join_omit_and_redact() {
+        let mut headers = HeaderMap::new();
+        headers.append("accept", HeaderValue::from_static("a"));
+        headers.append("accept", HeaderValue::from_static("b"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer placeholder"),
+        );
+        headers.insert("x-echo", HeaderValue::from_static("has supersecret inside"));
+        let entry = Entry {
+            req_headers: headers,
+            injected: vec![AUTHORIZATION, "x-api-key".parse().unwrap()],
+            ..Entry::default()
+        };
+        let value = line(&entry, &Redactor::new(vec!["supersecret".into()]));
+        assert_eq!(
+            value["req_headers"],
+            serde_json::json!({
+                "accept": "a, b",
+                "authorization": "[REDACTED]",
+                "x-api-key": "[REDACTED]",
+                "x-echo": "has [REDACTED] inside",
+            })
+        );
+        assert_eq!(value["resp_headers"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn lines_are_appended_as_they_come_with_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("run/network.jsonl");
+        let log = RequestLog::open(&path).unwrap();
+        let redactor = Arc::new(Redactor::new(vec!["supersecret".into()]));
+        let entry = Entry {
+            method: "GET".into(),
+            url: "https://h/supersecret".into(),
+            status_code: 200,
+            duration: Duration::from_micros(1500),
+            resp_body: Some(b"echo supersecret".to_vec()),
+            ..Entry::default()
+        };
+        log.write(entry.clone(), &redactor);
+        log.write(entry, &redactor);
+        drop(log);
+        // The writer thread drains the channel before it ends; wait for it.
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.contains("supersecret"), "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["url"], "https://h/[REDACTED]");
+        assert_eq!(line["resp_body"], "echo [REDACTED]");
+        assert_eq!(line["status_code"], 200);
+        assert_eq!(line["duration_ms"], 1.5);
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'));
+        assert!(line.get("truncated").is_none() && line.get("error").is_none());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The TLS-intercepting proxy that puts credentials on the wire.
+//!
+//! Containers talk HTTPS through it (`HTTPS_PROXY=http://moat:<run token>@<host>:<port>`). It
+//! terminates their TLS with a certificate from moat's own CA, applies the run's rules (the
+//! providers' [`moat_plugin_sdk::ProxyRules`] and the network policy) and forwards to the real host
+//! over verified TLS. The container only ever holds placeholders and its run token.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`ca`] | the CA under `$MOAT_HOME/proxy/ca/`, one leaf per host, bounded cache |
+//! | [`runs`] | runs, their tokens, rules and policy; atomic replace; removal |
+//! | `auth` | `Proxy-Authorization` (Basic password or Bearer) → run, else `407` |
+//! | `server` | accept loop, `CONNECT` → TLS (h1/h2), absolute-URI requests, forwarding |
+//! | `inject` | the rules applied per request and response; the log redactor |
+//! | [`policy`] | permissive/strict, host patterns, method and path rules |
+//! | [`log`] | `network.jsonl`, one redacted line per request |
+//! | [`upstream`] | verified TLS to real hosts, extra CA file, `MOAT_PROXY_RESOLVE` |
+//! | `host`, `body`, `respond` | host patterns, streaming body wrappers, the proxy's own responses |
+//!
+//! ```no_run
+//! # async fn example(home: moat::home::MoatHome, rules: moat_plugin_sdk::ProxyRules)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use moat::proxy::{CertificateAuthority, Proxy, ProxyConfig, RunRegistry, RunSpec, UpstreamConfig};
+//!
+//! let ca = Arc::new(CertificateAuthority::load_or_create(&home)?);
+//! let runs = Arc::new(RunRegistry::new());
+//! let proxy = Proxy::new(ca, Arc::clone(&runs), &UpstreamConfig::from_env()?, ProxyConfig::default())?
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .await?;
+//! let token = runs.register(RunSpec { id: "run-1".into(), grants: vec![rules], ..RunSpec::default() })?;
+//! println!("HTTPS_PROXY=http://moat:{}@{}", token.as_str(), proxy.addr());
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod body;
+pub mod ca;
+mod host;
+mod inject;
+pub mod log;
+pub mod policy;
+mod respond;
+pub mod runs;
+mod server;
+pub mod upstream;
+
+pub use ca::{CaError, CertificateAuthority};
+pub use host::HostError;
+pub use inject::{RulesError, SUBSTITUTION_BODY_LIMIT};
+pub use log::RequestLog;
+pub use policy::{HostRules, NetworkPolicy, PolicyError, PolicyMode};
+pub use runs::{RunError, RunRegistry, RunSpec, RunToken};
+pub use server::{Proxy, ProxyConfig, ProxyHandle};
+pub use upstream::{RESOLVE_ENV, ResolveOverrides, UpstreamConfig, UpstreamError};
+
+/// Raises this process's soft limit on open files to its hard limit (at most 65536): every proxied
+/// connection takes two descriptors. Returns the new soft limit.
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let wanted = limit.rlim_max.min(65536);
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit only reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}

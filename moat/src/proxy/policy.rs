@@ -1,0 +1,537 @@
+//! The network policy of a run: which hosts, methods and paths the container may reach.
+//!
+//! - `permissive` (the default): everything is allowed unless a host entry's rules deny it.
+//! - `strict`: only hosts in `allow`, hosts with an entry in `rules`, and the hosts of the run's
+//!   grants (their rules' hosts and `allow_hosts`) are reachable.
+//!
+//! Host patterns are those of [`super::host`]; a pattern without a port matches only ports 80
+//! and 443. Path rules read `"<allow|deny> <METHOD|*> <glob>"`: in the glob `*` matches within one
+//! segment, `**` any number of segments (a trailing `/**` needs at least the slash: `/p/**` does
+//! not match `/p`, `/**` matches everything). The query is ignored; the first matching rule of the
+//! first matching host entry wins. When none matches, the request is allowed, except under
+//! `strict` for a host that is reachable only because it has rules: there only what the rules
+//! allow passes.
+
+use serde::{Deserialize, Serialize};
+
+use super::host::{HostError, HostPattern};
+
+/// `permissive` or `strict`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Allow unless a rule denies.
+    #[default]
+    Permissive,
+    /// Deny unless allowed.
+    Strict,
+}
+
+impl std::str::FromStr for PolicyMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "permissive" => Ok(PolicyMode::Permissive),
+            "strict" => Ok(PolicyMode::Strict),
+            _ => Err(format!(
+                "unknown network policy {s:?} (want permissive or strict)"
+            )),
+        }
+    }
+}
+
+/// A run's network policy, as configured (moat.yaml `network:`, or `moat proxy` flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    /// The default.
+    #[serde(default)]
+    pub policy: PolicyMode,
+    /// Hosts reachable under `strict`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Per-host method and path rules.
+    #[serde(default)]
+    pub rules: Vec<HostRules>,
+    /// Ports of services on the proxy's own machine the container may reach (through `moat-host`,
+    /// `localhost` or a loopback address).
+    #[serde(default)]
+    pub host_ports: Vec<u16>,
+}
+
+/// The rules for one host pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRules {
+    /// Host pattern.
+    pub host: String,
+    /// `"<allow|deny> <METHOD|*> <glob>"`, first match wins.
+    pub rules: Vec<String>,
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A bad host pattern.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A bad rule.
+    #[error("invalid network rule {rule:?} for {host}: {reason}")]
+    Rule {
+        /// The host entry.
+        host: String,
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Checks `policy` (patterns and rules) without using it.
+pub fn validate(policy: &NetworkPolicy) -> Result<(), PolicyError> {
+    CompiledPolicy::compile(policy, &[]).map(|_| ())
+}
+
+/// What the policy says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Allow,
+    /// The host is not reachable at all.
+    DenyHost,
+    /// A service on the proxy's machine, on a port not in `host_ports`.
+    DenyHostService,
+    /// A rule (or the strict default) denies this method and path.
+    DenyPath,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+struct PathRule {
+    action: Action,
+    /// `None` for `*`.
+    method: Option<String>,
+    segments: Vec<String>,
+}
+
+/// A policy ready to answer: patterns parsed, grant hosts folded in.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledPolicy {
+    mode: PolicyMode,
+    host_ports: Vec<u16>,
+    allowed: Vec<HostPattern>,
+    entries: Vec<(HostPattern, Vec<PathRule>)>,
+}
+
+impl CompiledPolicy {
+    /// Compiles `policy`; `grant_hosts` are allowed under `strict` too.
+    pub fn compile(policy: &NetworkPolicy, grant_hosts: &[&str]) -> Result<Self, PolicyError> {
+        let mut allowed = Vec::new();
+        for host in policy
+            .allow
+            .iter()
+            .map(String::as_str)
+            .chain(grant_hosts.iter().copied())
+        {
+            allowed.push(HostPattern::parse(host)?);
+        }
+        let mut entries = Vec::new();
+        for entry in &policy.rules {
+            let pattern = HostPattern::parse(&entry.host)?;
+            let rules = entry
+                .rules
+                .iter()
+                .map(|rule| {
+                    parse_rule(rule).map_err(|reason| PolicyError::Rule {
+                        host: entry.host.clone(),
+                        rule: rule.clone(),
+                        reason,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            entries.push((pattern, rules));
+        }
+        Ok(CompiledPolicy {
+            mode: policy.policy,
+            host_ports: policy.host_ports.clone(),
+            allowed,
+            entries,
+        })
+    }
+
+    /// May the container reach `host:port` at all (the CONNECT check)? `Allow`, `DenyHost` or
+    /// `DenyHostService`.
+    pub fn check_host(&self, host: &str, port: u16) -> Decision {
+        if is_host_local(host) {
+            // Listed ports are open under either mode; nothing else on this machine is.
+            if self.host_ports.contains(&port) {
+                Decision::Allow
+            } else {
+                Decision::DenyHostService
+            }
+        } else if self.host_allowed(host, port) {
+            Decision::Allow
+        } else {
+            Decision::DenyHost
+        }
+    }
+
+    fn host_allowed(&self, host: &str, port: u16) -> bool {
+        match self.mode {
+            PolicyMode::Permissive => true,
+            PolicyMode::Strict => {
+                self.allowed.iter().any(|p| p.matches_policy(host, port))
+                    || self
+                        .entries
+                        .iter()
+                        .any(|(p, _)| p.matches_policy(host, port))
+            }
+        }
+    }
+
+    /// The decision for one request.
+    pub fn check(&self, host: &str, port: u16, method: &str, path: &str) -> Decision {
+        let decision = self.check_host(host, port);
+        if decision != Decision::Allow {
+            return decision;
+        }
+        let Some((_, rules)) = self
+            .entries
+            .iter()
+            .find(|(pattern, _)| pattern.matches_policy(host, port))
+        else {
+            return Decision::Allow;
+        };
+        let path = path.split(['?', '#']).next().unwrap_or("/");
+        let matched = rules.iter().find(|rule| {
+            rule.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && glob_matches(&rule.segments, path)
+        });
+        match matched.map(|rule| rule.action) {
+            Some(Action::Allow) => Decision::Allow,
+            Some(Action::Deny) => Decision::DenyPath,
+            // Under strict, a host reachable only through its rules allows only what they allow;
+            // a listed or grant host allows what they do not deny.
+            None if self.mode == PolicyMode::Strict
+                && !self.allowed.iter().any(|p| p.matches_policy(host, port)) =>
+            {
+                Decision::DenyPath
+            }
+            None => Decision::Allow,
+        }
+    }
+}
+
+/// Names and addresses that mean the proxy's own machine (host names lowercase, IPv6 without
+/// brackets).
+pub(crate) fn is_host_local(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost") || host == "moat-host",
+    }
+}
+
+fn parse_rule(rule: &str) -> Result<PathRule, &'static str> {
+    let mut words = rule.split_whitespace();
+    let (Some(action), Some(method), Some(glob), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err("want \"<allow|deny> <METHOD|*> <path glob>\"");
+    };
+    let action = match action.to_ascii_lowercase().as_str() {
+        "allow" => Action::Allow,
+        "deny" => Action::Deny,
+        _ => return Err("the action must be allow or deny"),
+    };
+    let method = match method {
+        "*" => None,
+        m if m.bytes().all(|b| b.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
+        _ => return Err("the method must be a word like GET, or *"),
+    };
+    if !glob.starts_with('/') {
+        return Err("the path glob must start with /");
+    }
+    Ok(PathRule {
+        action,
+        method,
+        segments: glob.split('/').skip(1).map(str::to_owned).collect(),
+    })
+}
+
+/// Whether `path` (starting with `/`) matches the glob's segments (the glob without its leading
+/// `/`, split on `/`).
+fn glob_matches(glob: &[String], path: &str) -> bool {
+    let path: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    match_segments(glob, &path)
+}
+
+fn match_segments(glob: &[String], path: &[&str]) -> bool {
+    match glob.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            if rest.is_empty() {
+                // A trailing `**` needs at least one (possibly empty) segment: `/p/**` matches
+                // `/p/` and below, not `/p`.
+                return !path.is_empty();
+            }
+            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((segment, path_rest)) => {
+                segment_matches(first, segment) && match_segments(rest, path_rest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// `*` within a segment matches any run of characters (not `/`).
+fn segment_matches(pattern: &str, segment: &str) -> bool {
+    let Some((head, tail)) = pattern.split_once('*') else {
+        return pattern == segment;
+    };
+    if !segment.starts_with(head) {
+        return false;
+    }
+    let rest = &segment[head.len()..];
+    (0..=rest.len())
+        .filter(|i| rest.is_char_boundary(*i))
+        .any(|i| segment_matches(tail, &rest[i..]))
+}
+
+/// The body of a `407` for a blocked request: what was blocked and how to allow it.
+pub(crate) fn blocked_body(decision: &Decision, host: &str, method: &str, path: &str) -> String {
+    match decision {
+        Decision::DenyHost => format!(
+            "Moat: request blocked by network policy.\nHost \"{host}\" is not in the allow list.\n\
+             Add it to network.rules in moat.yaml (moat proxy: --allow {host}) or use policy: \
+             permissive.\n"
+        ),
+        Decision::DenyHostService => format!(
+            "Moat: request blocked by network policy.\nHost \"{host}\" is this machine, and the \
+             port is not open to the container.\nList the port under network.host in moat.yaml \
+             (moat proxy: --host-port <port>).\n"
+        ),
+        _ => format!(
+            "Moat: request blocked by network policy.\nHost: {host}\nRequest: {method} {path}\n\
+             To allow this request, update network.rules in moat.yaml (moat proxy: --rule).\n"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(mode: PolicyMode, allow: &[&str], rules: &[(&str, &[&str])]) -> CompiledPolicy {
+        let policy = NetworkPolicy {
+            policy: mode,
+            host_ports: vec![8080],
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            rules: rules
+                .iter()
+                .map(|(host, rules)| HostRules {
+                    host: host.to_string(),
+                    rules: rules.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
+        };
+        CompiledPolicy::compile(&policy, &["api.github.com", "*.githubusercontent.com"]).unwrap()
+    }
+
+    #[test]
+    fn permissive_allows_unless_a_rule_denies() {
+        let p = policy(
+            PolicyMode::Permissive,
+            &[],
+            &[("api.example.com", &["deny DELETE /**", "deny * /admin/**"])],
+        );
+        assert!(p.host_allowed("anything.org", 8080));
+        assert_eq!(p.check_host("anything.org", 8080), Decision::Allow);
+        assert_eq!(p.check("anything.org", 443, "GET", "/"), Decision::Allow);
+        assert_eq!(
+            p.check("api.example.com", 443, "GET", "/x"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.check("api.example.com", 443, "delete", "/x"),
+            Decision::DenyPath
+        );
+        assert_eq!(
+            p.check("api.example.com", 443, "GET", "/admin/users?x=1"),
+            Decision::DenyPath
+        );
+        // Another port is another entry (the pattern means 80 and 443).
+        assert_eq!(
+            p.check("api.example.com", 8443, "DELETE", "/x"),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn strict_allows_the_allow_list_rule_hosts_and_grant_hosts() {
+        let p = policy(
+            PolicyMode::Strict,
+            &["registry.npmjs.org", "*.pypi.org", "internal:8443"],
+            &[("api.example.com", &["allow GET /repos/**"])],
+        );
+        assert!(p.host_allowed("api.github.com", 443), "grant host");
+        assert!(
+            p.host_allowed("raw.githubusercontent.com", 443),
+            "grant wildcard"
+        );
+        assert!(
+            !p.host_allowed("githubusercontent.com", 443),
+            "never the apex"
+        );
+        assert!(
+            !p.host_allowed("api.github.com", 8443),
+            "no port means 80 and 443"
+        );
+        assert!(p.host_allowed("registry.npmjs.org", 80));
+        assert!(p.host_allowed("files.pypi.org", 443));
+        assert!(p.host_allowed("internal", 8443));
+        assert!(!p.host_allowed("internal", 443));
+        assert!(!p.host_allowed("evil.com", 443));
+        assert_eq!(p.check_host("evil.com", 443), Decision::DenyHost);
+        assert_eq!(p.check("evil.com", 443, "GET", "/"), Decision::DenyHost);
+        assert_eq!(
+            p.check("api.example.com", 443, "GET", "/repos/a/b"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.check("api.example.com", 443, "POST", "/repos/a/b"),
+            Decision::DenyPath,
+            "no rule matched: strict denies"
+        );
+        assert_eq!(
+            p.check("api.github.com", 443, "POST", "/x"),
+            Decision::Allow
+        );
+
+        // A grant host with deny rules allows the rest.
+        let p = policy(
+            PolicyMode::Strict,
+            &[],
+            &[("api.github.com", &["deny DELETE /**"])],
+        );
+        assert_eq!(
+            p.check("api.github.com", 443, "GET", "/user"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.check("api.github.com", 443, "DELETE", "/repos/a"),
+            Decision::DenyPath
+        );
+    }
+
+    #[test]
+    fn the_proxys_machine_needs_a_listed_port() {
+        for mode in [PolicyMode::Permissive, PolicyMode::Strict] {
+            let p = policy(mode, &["localhost", "127.0.0.1"], &[]);
+            for host in [
+                "localhost",
+                "app.localhost",
+                "moat-host",
+                "127.0.0.1",
+                "127.9.9.9",
+                "::1",
+                "0.0.0.0",
+            ] {
+                assert_eq!(
+                    p.check_host(host, 5432),
+                    Decision::DenyHostService,
+                    "{host}"
+                );
+                assert_eq!(
+                    p.check(host, 5432, "GET", "/"),
+                    Decision::DenyHostService,
+                    "{host}"
+                );
+            }
+            assert_eq!(p.check_host("moat-host", 8080), Decision::Allow, "{mode:?}");
+            assert_eq!(p.check_host("127.0.0.1", 8080), Decision::Allow);
+        }
+        assert!(!is_host_local("localhost.example.com"));
+        assert!(!is_host_local("10.0.0.1"));
+        let body = blocked_body(&Decision::DenyHostService, "localhost", "GET", "/");
+        assert!(body.contains("--host-port"), "{body}");
+    }
+
+    #[test]
+    fn globs() {
+        let g = |glob: &str, path: &str| {
+            let rule = parse_rule(&format!("allow * {glob}")).unwrap();
+            glob_matches(&rule.segments, path)
+        };
+        assert!(g("/**", "/"));
+        assert!(g("/**", "/a/b/c"));
+        assert!(g("/p/**", "/p/"));
+        assert!(g("/p/**", "/p/x/y"));
+        assert!(!g("/p/**", "/p"));
+        assert!(!g("/p/**", "/px"));
+        assert!(g("/repos/*/issues", "/repos/octo/issues"));
+        assert!(!g("/repos/*/issues", "/repos/a/b/issues"));
+        assert!(g("/a/**/z", "/a/z"));
+        assert!(g("/a/**/z", "/a/b/c/z"));
+        assert!(g("/*.git/**", "/repo.git/info/refs"));
+        assert!(!g("/*.git/**", "/repo/info/refs"));
+        assert!(g("/exact", "/exact"));
+        assert!(!g("/exact", "/exact/"));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_their_text() {
+        for bad in [
+            "allow GET",
+            "permit GET /",
+            "allow G3T /",
+            "allow GET x",
+            "a b c d",
+        ] {
+            let policy = NetworkPolicy {
+                policy: PolicyMode::Strict,
+                host_ports: vec![],
+                allow: vec![],
+                rules: vec![HostRules {
+                    host: "h".into(),
+                    rules: vec![bad.into()],
+                }],
+            };
+            let err = CompiledPolicy::compile(&policy, &[]).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        let policy = NetworkPolicy {
+            allow: vec!["bad/host".into()],
+            ..NetworkPolicy::default()
+        };
+        assert!(CompiledPolicy::compile(&policy, &[]).is_err());
+    }
+
+    #[test]
+    fn serde_shape() {
+        let json = serde_json::json!({
+            "policy": "strict",
+            "allow": ["a.com"],
+            "rules": [{"host": "b.com", "rules": ["deny * /**"]}]
+        });
+        let p: NetworkPolicy = serde_json::from_value(json).unwrap();
+        assert_eq!(p.policy, PolicyMode::Strict);
+        assert_eq!("STRICT".parse::<PolicyMode>(), Ok(PolicyMode::Strict));
+        assert!("lax".parse::<PolicyMode>().is_err());
+    }
+
+    #[test]
+    fn blocked_bodies_say_how_to_allow() {
+        let body = blocked_body(&Decision::DenyHost, "evil.com", "GET", "/");
+        assert!(body.contains("Host \"evil.com\" is not in the allow list"));
+        assert!(body.contains("--allow evil.com"));
+        let body = blocked_body(&Decision::DenyPath, "a.com", "POST", "/x");
+        assert!(body.contains("POST /x") && body.contains("network.rules"));
+    }
+}

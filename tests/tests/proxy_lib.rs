@@ -1,0 +1,578 @@
+//! The proxy as a library (`moat::proxy`), in process: what needs short timeouts, several runs,
+//! rule replacement, or rules no built-in provider emits (token substitution, response
+//! transforms, extra and removed headers).
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moat::proxy::{
+    CertificateAuthority, NetworkPolicy, Proxy, ProxyConfig, ProxyHandle, ResolveOverrides,
+    RunRegistry, RunSpec, RunToken, UpstreamConfig,
+};
+use moat_plugin_sdk::{ProxyRule, ProxyRules, Secret, TransformKind};
+use moat_tests::{
+    FakeHttps, Recorded, Reply, StreamServer, TestCa, basic_proxy_auth, client_tls, connect_tunnel,
+    read_log, roots_from_pem, tls_through_proxy,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A proxy on its own runtime, trusting one test CA upstream.
+struct InProcess {
+    handle: Option<ProxyHandle>,
+    runs: Arc<RunRegistry>,
+    ca_pem: PathBuf,
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl InProcess {
+    fn start(upstream_ca: &TestCa, resolve: &str, config: ProxyConfig) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ca = Arc::new(CertificateAuthority::load_or_create_in(&dir.path().join("ca")).unwrap());
+        let ca_pem = ca.cert_path();
+        let upstream = UpstreamConfig {
+            native_roots: false,
+            extra_ca_file: Some(upstream_ca.write_pem(dir.path().join("upstream-ca"))),
+            resolve: ResolveOverrides::parse(resolve).unwrap(),
+            ..UpstreamConfig::default()
+        };
+        let runs = Arc::new(RunRegistry::new());
+        let proxy = Proxy::new(ca, Arc::clone(&runs), &upstream, config).unwrap();
+        let handle = runtime
+            .block_on(proxy.listen("127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        InProcess {
+            handle: Some(handle),
+            runs,
+            ca_pem,
+            dir,
+            runtime,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.as_ref().unwrap().addr()
+    }
+
+    fn register(&self, grants: Vec<ProxyRules>, policy: NetworkPolicy) -> (RunToken, PathBuf) {
+        let log = self
+            .dir
+            .path()
+            .join(format!("run-{}/network.jsonl", self.runs.len()));
+        let token = self
+            .runs
+            .register(RunSpec {
+                id: "test".into(),
+                grants,
+                policy,
+                log: Some(log.clone()),
+            })
+            .unwrap();
+        (token, log)
+    }
+
+    fn client(&self, token: &RunToken) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .proxy(
+                reqwest::Proxy::all(format!("http://moat:{}@{}", token.as_str(), self.addr()))
+                    .unwrap(),
+            )
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&self.ca_pem).unwrap()).unwrap(),
+            )
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.runtime.block_on(handle.shutdown());
+        }
+    }
+}
+
+fn credential(host: &str, header: &str, value: &str, grant: &str) -> ProxyRule {
+    ProxyRule::Credential {
+        host: host.into(),
+        header: header.into(),
+        value: Secret::new(value),
+        grant: grant.into(),
+    }
+}
+
+fn rules(list: Vec<ProxyRule>) -> ProxyRules {
+    let mut rules = ProxyRules::new();
+    rules.rules = list;
+    rules
+}
+
+#[test]
+fn stalled_clients_are_cut_after_the_timeouts_while_others_are_served() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.example.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig {
+            handshake_timeout: Duration::from_millis(700),
+            header_timeout: Duration::from_millis(700),
+            ..ProxyConfig::default()
+        },
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "x-key",
+            "k-secret-1",
+            "g",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let auth = basic_proxy_auth(token.as_str());
+    let client = proxy.client(&token);
+
+    let (mut idle, mut half_head, mut no_tls, mut half_hello) = proxy.runtime.block_on(async {
+        let idle = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut half_head = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        half_head.write_all(b"CONNECT api.exa").await.unwrap();
+        let (status, _, no_tls) = connect_tunnel(proxy.addr(), Some(&auth), "api.example.com:443")
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        let (_, _, mut half_hello) =
+            connect_tunnel(proxy.addr(), Some(&auth), "api.example.com:443")
+                .await
+                .unwrap();
+        half_hello
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        (idle, half_head, no_tls, half_hello)
+    });
+
+    // Served while the four stall.
+    let response = client.get("https://api.example.com/hello").send().unwrap();
+    assert_eq!(response.status(), 200);
+
+    let started = Instant::now();
+    proxy.runtime.block_on(async {
+        for (name, stream) in [
+            ("idle", &mut idle),
+            ("half a request head", &mut half_head),
+            ("no TLS after CONNECT", &mut no_tls),
+            ("half a ClientHello", &mut half_hello),
+        ] {
+            let mut buf = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+            assert!(closed.is_ok(), "{name}: still open after 5 s");
+        }
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // And still serving.
+    assert_eq!(
+        client
+            .get("https://api.example.com/again")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn replaced_rules_apply_to_open_tunnels_and_a_removed_run_is_refused() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.example.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "authorization",
+            "Bearer old-secret",
+            "g",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let (other, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "authorization",
+            "Bearer other-run",
+            "h",
+        )])],
+        NetworkPolicy::default(),
+    );
+    // One keep-alive client: the same tunnel before and after the refresh.
+    let client = proxy.client(&token);
+    let get = |client: &reqwest::blocking::Client| {
+        let response = client.get("https://api.example.com/x").send().unwrap();
+        let status = response.status().as_u16();
+        let _ = response.bytes();
+        status
+    };
+    assert_eq!(get(&client), 200);
+    proxy
+        .runs
+        .replace_rules(
+            &token,
+            vec![rules(vec![credential(
+                "api.example.com",
+                "authorization",
+                "Bearer new-secret",
+                "g",
+            )])],
+        )
+        .unwrap();
+    assert_eq!(get(&client), 200);
+    assert_eq!(get(&proxy.client(&other)), 200);
+    let seen: Vec<String> = upstream
+        .seen()
+        .iter()
+        .map(|s| s.header("authorization").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        ["Bearer old-secret", "Bearer new-secret", "Bearer other-run"]
+    );
+
+    assert!(proxy.runs.remove(&token));
+    let response = client.get("https://api.example.com/x").send().unwrap();
+    assert_eq!(
+        response.status(),
+        407,
+        "the open tunnel is refused from now on"
+    );
+    assert_eq!(upstream.seen().len(), 3);
+    assert_eq!(get(&proxy.client(&other)), 200, "other runs are untouched");
+}
+
+#[test]
+fn token_substitution_extra_and_removed_headers_and_response_scrub() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.telegram.org"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.telegram.org:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let placeholder = "moat-0123456789abcdef";
+    let real = "123456:REAL-bot-token";
+    let (token, log) = proxy.register(
+        vec![rules(vec![
+            ProxyRule::TokenSubstitution {
+                host: "api.telegram.org".into(),
+                placeholder: placeholder.into(),
+                real: Secret::new(real),
+            },
+            ProxyRule::ResponseTransform {
+                host: "api.telegram.org".into(),
+                kind: TransformKind::ResponseScrub,
+            },
+            ProxyRule::ExtraHeader {
+                host: "*.telegram.org".into(),
+                name: "x-feature".into(),
+                value: "beta".into(),
+            },
+            ProxyRule::RemoveHeader {
+                host: "api.telegram.org".into(),
+                name: "x-drop-me".into(),
+            },
+        ])],
+        NetworkPolicy::default(),
+    );
+    let client = proxy.client(&token);
+    let response = client
+        .post(format!(
+            "https://api.telegram.org/bot{placeholder}/sendMessage"
+        ))
+        .header("content-type", "application/json")
+        .header("x-feature", "alpha")
+        .header("x-drop-me", "1")
+        .header("authorization", format!("Bearer {placeholder}"))
+        .body(format!("{{\"token\":\"{placeholder}\"}}"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The echo saw the real token in the path, the header and the body, and echoed it back; the
+    // scrubber put the placeholder back before the client saw it.
+    let text = response.text().unwrap();
+    assert!(!text.contains(real), "{text}");
+    let echo: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(echo["path"], format!("/bot{placeholder}/sendMessage"));
+    assert_eq!(
+        echo["headers"]["authorization"],
+        format!("Bearer {placeholder}")
+    );
+    assert_eq!(echo["body"], format!("{{\"token\":\"{placeholder}\"}}"));
+    assert_eq!(echo["headers"]["x-feature"], "alpha, beta");
+    assert!(echo["headers"].get("x-drop-me").is_none());
+    assert_eq!(echo["headers"]["accept-encoding"], "identity");
+
+    let seen = &upstream.seen()[0];
+    assert_eq!(seen.path, format!("/bot{real}/sendMessage"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {real}").as_str())
+    );
+
+    let lines = read_log(&log, 1, Duration::from_secs(5));
+    let text = serde_json::to_string(&lines).unwrap();
+    assert!(!text.contains(real) && !text.contains("REAL-bot"), "{text}");
+    assert_eq!(
+        lines[0]["url"],
+        format!("https://api.telegram.org/bot{placeholder}/sendMessage"),
+        "the log keeps the placeholder"
+    );
+}
+
+#[test]
+fn the_oauth_workaround_turns_scope_403s_into_empty_documents() {
+    let ca = TestCa::new();
+    let upstream = FakeHttps::start_for(&ca, &["api.anthropic.com"], |r: &Recorded| {
+        Reply::json(
+            403,
+            serde_json::json!({ "error": format!("forbidden {}", r.path) }),
+        )
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.anthropic.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![
+            credential(
+                "api.anthropic.com",
+                "authorization",
+                "Bearer oauth-real",
+                "claude",
+            ),
+            ProxyRule::ResponseTransform {
+                host: "api.anthropic.com".into(),
+                kind: TransformKind::OauthEndpointWorkaround,
+            },
+        ])],
+        NetworkPolicy::default(),
+    );
+    let client = proxy.client(&token);
+    for (path, body) in [
+        ("/api/oauth/profile", r#"{"id":"","email":"","name":""}"#),
+        ("/api/oauth/usage", r#"{"usage":{}}"#),
+    ] {
+        let response = client
+            .get(format!("https://api.anthropic.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["x-moat-transformed"],
+            "oauth-scope-workaround"
+        );
+        assert_eq!(response.text().unwrap(), body);
+    }
+    let other = client
+        .get("https://api.anthropic.com/v1/messages")
+        .send()
+        .unwrap();
+    assert_eq!(other.status(), 403, "other paths are left alone");
+}
+
+#[test]
+fn plain_http_is_proxied_without_credentials() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start_plain();
+    let proxy = InProcess::start(
+        &ca,
+        &format!("plain.example:80:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(
+        vec![rules(vec![
+            credential(
+                "plain.example",
+                "authorization",
+                "Bearer must-not-leak",
+                "g",
+            ),
+            ProxyRule::ExtraHeader {
+                host: "plain.example".into(),
+                name: "x-extra".into(),
+                value: "1".into(),
+            },
+        ])],
+        NetworkPolicy::default(),
+    );
+    let response = proxy
+        .client(&token)
+        .get("http://plain.example/echo?q=1")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().unwrap();
+    assert_eq!(echo["path"], "/echo?q=1");
+    assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+    assert!(
+        echo["headers"].get("proxy-authorization").is_none(),
+        "{echo}"
+    );
+    assert_eq!(echo["headers"]["x-extra"], "1");
+    assert_eq!(echo["headers"]["host"], "plain.example");
+    let lines = read_log(&log, 1, Duration::from_secs(5));
+    assert_eq!(lines[0]["url"], "http://plain.example/echo?q=1");
+}
+
+#[test]
+fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["127.0.0.1", "localhost"]);
+    let proxy = InProcess::start(&ca, "", ProxyConfig::default());
+    let (token, log) = proxy.register(vec![], NetworkPolicy::default());
+    let auth = basic_proxy_auth(token.as_str());
+    proxy.runtime.block_on(async {
+        for authority in ["127.0.0.1", "localhost", "moat-host", "[::1]"] {
+            let authority = format!("{authority}:{}", upstream.port());
+            let (status, head, mut tcp) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
+                .await
+                .unwrap();
+            assert_eq!(status, 407, "{authority}: {head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("x-moat-blocked: host-service"),
+                "{head}"
+            );
+            let mut body = vec![0u8; 512];
+            let n = tcp.read(&mut body).await.unwrap();
+            assert!(String::from_utf8_lossy(&body[..n]).contains("network.host"));
+        }
+    });
+    let response = proxy
+        .client(&token)
+        .get(format!("http://127.0.0.1:{}/", upstream.port()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 407);
+    assert_eq!(response.headers()["x-moat-blocked"], "host-service");
+    assert!(upstream.seen().is_empty());
+    let lines = read_log(&log, 5, Duration::from_secs(5));
+    assert_eq!(lines.len(), 5);
+}
+
+#[test]
+fn an_ip_target_gets_an_ip_certificate_and_no_sni_is_needed() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["127.0.0.1"]);
+    let proxy = InProcess::start(&ca, "", ProxyConfig::default());
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            &format!("127.0.0.1:{}", upstream.port()),
+            "x-key",
+            "ip-secret",
+            "g",
+        )])],
+        NetworkPolicy {
+            host_ports: vec![upstream.port()],
+            ..NetworkPolicy::default()
+        },
+    );
+    let response = proxy
+        .client(&token)
+        .get(format!("{}/echo", upstream.url()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.seen()[0].header("x-key"), Some("ip-secret"));
+
+    // A raw client naming the IP: no SNI is sent, the leaf's IP SAN verifies.
+    let roots = roots_from_pem(&proxy.ca_pem);
+    proxy.runtime.block_on(async {
+        let authority = format!("127.0.0.1:{}", upstream.port());
+        let mut tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            &authority,
+            "127.0.0.1",
+            client_tls(roots, &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        tls.write_all(
+            format!("GET /echo HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.ok();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    });
+}
+
+#[test]
+fn oversized_headers_inside_a_tunnel_are_refused() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.example.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(vec![], NetworkPolicy::default());
+    let roots = roots_from_pem(&proxy.ca_pem);
+    proxy.runtime.block_on(async {
+        let mut tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.example.com:443",
+            "api.example.com",
+            client_tls(roots, &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: api.example.com\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "b".repeat(200 * 1024)
+        );
+        let _ = tls.write_all(request.as_bytes()).await;
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 431"), "{response:?}");
+    });
+    assert!(upstream.seen().is_empty());
+
+    // The same through reqwest over HTTP/2: the stream is refused, nothing goes upstream.
+    let client = proxy.client(&token);
+    let refused = client
+        .get("https://api.example.com/")
+        .header("x-big", "c".repeat(200 * 1024))
+        .send();
+    if let Ok(response) = refused {
+        assert!(response.status().is_client_error(), "{response:?}");
+    }
+    assert!(upstream.seen().is_empty());
+    let mut body = String::new();
+    client
+        .get("https://api.example.com/fine")
+        .send()
+        .unwrap()
+        .read_to_string(&mut body)
+        .unwrap();
+    assert!(body.contains("/fine"));
+}
