@@ -292,3 +292,22 @@ async fn a_malformed_grant_result_is_refused_by_field() {
     assert!(err.hint.unwrap().contains("moat plugin check"));
     provider.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_a_plugin_logs_is_scrubbed_from_what_moat_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = install(dir.path(), "leaky", "leaky", &[]);
+    let (connection, _) = handshake(&path, "leaky", fast()).await.unwrap();
+    let credential = Credential::new("leaky", "tok-leaky-0123456789");
+    connection.remember_secret(&credential.token);
+    // The leaky fixture prints the token on stderr while answering container_env.
+    let params = serde_json::json!({ "credential": credential });
+    let _: serde_json::Value = connection
+        .call("container_env", &params, fast().call)
+        .await
+        .unwrap();
+    connection.shutdown().await;
+    let tail = connection.stderr_tail().join("\n");
+    assert!(tail.contains("using token [REDACTED]"), "{tail}");
+    assert!(!tail.contains("tok-leaky-0123456789"), "{tail}");
+}

@@ -18,11 +18,11 @@ use moat_plugin_sdk::protocol::{
     CleanupParams, ContainerEnvResult, ErrorData, InitializeResult, RunStoppedResult, code, method,
 };
 use moat_plugin_sdk::{
-    AgentCommand, AgentProvider, Capability, CleanupToken, ContainerConfig, ContainerFiles,
+    AgentCommand, AgentProvider, Answer, Capability, CleanupToken, ContainerConfig, ContainerFiles,
     Credential, CredentialProvider, EndpointDecl, EndpointProvider, EndpointRequest,
     EndpointResponse, EnvVar, ErrorKind, GrantRequest, GrantStep, MountsRequest, PrepareOpts,
     ProviderError, ProviderInfo, ProviderResult, ProxyRules, RefreshableProvider, Refreshed,
-    RunStoppedContext, RunStoppedHook,
+    RunStoppedContext, RunStoppedHook, Secret,
 };
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -46,6 +46,9 @@ pub struct PluginProvider {
     init: InitializeResult,
     timeouts: Timeouts,
     connection: Mutex<Option<Arc<Connection>>>,
+    /// Every credential this plugin has been handed or returned, scrubbed from its output
+    /// (see [`Connection::remember_secret`]); kept here so a restarted process scrubs them too.
+    secrets: std::sync::Mutex<Vec<Secret>>,
 }
 
 impl std::fmt::Debug for PluginProvider {
@@ -65,6 +68,15 @@ impl PluginProvider {
             init,
             timeouts,
             connection: Mutex::new(None),
+            secrets: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Scrubs `secret` from this plugin's output from now on.
+    fn guard(&self, secret: &Secret) {
+        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        if !secrets.contains(secret) {
+            secrets.push(secret.clone());
         }
     }
 
@@ -81,6 +93,7 @@ impl PluginProvider {
             init,
             timeouts,
             connection: Mutex::new(Some(Arc::new(connection))),
+            secrets: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -172,6 +185,14 @@ impl PluginProvider {
             .connection()
             .await
             .map_err(|fault| Rejected::Other(fault.into()))?;
+        for secret in self
+            .secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            connection.remember_secret(secret);
+        }
         let failure = match connection.call(method, params, limit).await {
             Ok(result) => return Ok(result),
             Err(CallError::Remote(error)) if error.code() == METHOD_NOT_FOUND_CODE => {
@@ -274,6 +295,10 @@ impl CredentialProvider for PluginProvider {
 
     async fn grant(&self, request: GrantRequest) -> ProviderResult<GrantStep> {
         let limit = self.timeouts.for_grant(request.interactive);
+        let answers = request.answers.values();
+        answers
+            .filter_map(Answer::as_secret)
+            .for_each(|secret| self.guard(secret));
         // What a grant returns gets stored: it is checked against the protocol's schema first,
         // so a plugin that returns something malformed is told exactly which field is wrong.
         let answer: serde_json::Value = self.call(method::GRANT, &request, limit).await?;
@@ -292,17 +317,23 @@ impl CredentialProvider for PluginProvider {
             ))
         };
         super::schema::validate("grant.result.json", &answer).map_err(malformed)?;
-        serde_json::from_value(answer)
-            .map_err(|_| malformed(vec!["it does not read as a grant step".into()]))
+        let step: GrantStep = serde_json::from_value(answer)
+            .map_err(|_| malformed(vec!["it does not read as a grant step".into()]))?;
+        if let GrantStep::Done { credential, .. } = &step {
+            self.guard(&credential.token);
+        }
+        Ok(step)
     }
 
     async fn configure_proxy(&self, credential: &Credential) -> ProviderResult<ProxyRules> {
+        self.guard(&credential.token);
         let params = CredentialRef { credential };
         self.call(method::CONFIGURE_PROXY, &params, self.timeouts.call)
             .await
     }
 
     async fn container_env(&self, credential: &Credential) -> ProviderResult<Vec<EnvVar>> {
+        self.guard(&credential.token);
         let params = CredentialRef { credential };
         let result: ContainerEnvResult =
             self.call_or_default(method::CONTAINER_ENV, &params).await?;
@@ -310,6 +341,7 @@ impl CredentialProvider for PluginProvider {
     }
 
     async fn mounts(&self, request: MountsRequest) -> ProviderResult<ContainerFiles> {
+        self.guard(&request.credential.token);
         self.call_or_default(method::MOUNTS, &request).await
     }
 
@@ -343,6 +375,9 @@ impl CredentialProvider for PluginProvider {
 #[async_trait]
 impl AgentProvider for PluginProvider {
     async fn prepare_container(&self, opts: PrepareOpts) -> ProviderResult<ContainerConfig> {
+        if let Some(credential) = &opts.credential {
+            self.guard(&credential.token);
+        }
         self.call(method::PREPARE_CONTAINER, &opts, self.timeouts.call)
             .await
     }
@@ -359,6 +394,7 @@ impl EndpointProvider for PluginProvider {
     }
 
     async fn endpoint(&self, request: EndpointRequest) -> ProviderResult<EndpointResponse> {
+        self.guard(&request.credential.token);
         self.call(method::ENDPOINT, &request, self.timeouts.call)
             .await
     }
@@ -374,9 +410,13 @@ impl RefreshableProvider for PluginProvider {
     }
 
     async fn refresh(&self, credential: &Credential) -> ProviderResult<Refreshed> {
+        self.guard(&credential.token);
         let params = CredentialRef { credential };
-        self.call(method::REFRESH, &params, self.timeouts.call)
-            .await
+        let refreshed: Refreshed = self
+            .call(method::REFRESH, &params, self.timeouts.call)
+            .await?;
+        self.guard(&refreshed.credential.token);
+        Ok(refreshed)
     }
 }
 

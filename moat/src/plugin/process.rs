@@ -278,6 +278,11 @@ impl Connection {
         &self.timeouts
     }
 
+    /// Scrubs `secret` from everything this plugin writes, before moat logs or keeps it.
+    pub fn remember_secret(&self, secret: &moat_plugin_sdk::Secret) {
+        self.shared.remember_secret(secret);
+    }
+
     /// The last lines the plugin wrote on stderr (for reports and `moat plugin check`).
     pub fn stderr_tail(&self) -> Vec<String> {
         self.shared.stderr_tail()

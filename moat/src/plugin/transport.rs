@@ -21,12 +21,15 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use jsonrpsee::core::client::{ReceivedMessage, TransportReceiverT, TransportSenderT};
-use moat_plugin_sdk::protocol;
+use moat_plugin_sdk::{Secret, protocol};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::error::Failure;
+
+/// Secrets shorter than this are not scrubbed from plugin output.
+const MIN_SCRUBBED_LEN: usize = 6;
 
 /// How many stderr lines are kept for error reports.
 pub const STDERR_TAIL_LINES: usize = 64;
@@ -49,6 +52,9 @@ pub struct Shared {
     pub path: PathBuf,
     fault: Mutex<Option<Failure>>,
     tail: Mutex<VecDeque<String>>,
+    /// Credentials this plugin has been handed or has returned: scrubbed from everything it
+    /// writes before moat logs or keeps it, so a careless plugin cannot leak one through moat.
+    secrets: Mutex<Vec<Secret>>,
 }
 
 impl Shared {
@@ -58,7 +64,32 @@ impl Shared {
             path,
             fault: Mutex::new(None),
             tail: Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)),
+            secrets: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Adds `secret` to what is scrubbed from the plugin's output. Very short values are not
+    /// scrubbed: they would mangle every line and protect nothing.
+    pub fn remember_secret(&self, secret: &Secret) {
+        if secret.expose().len() < MIN_SCRUBBED_LEN {
+            return;
+        }
+        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        if !secrets.contains(secret) {
+            secrets.push(secret.clone());
+        }
+    }
+
+    /// `text` with every remembered secret replaced by `[REDACTED]`.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = Cow::Borrowed(text);
+        for secret in secrets.iter() {
+            if text.contains(secret.expose()) {
+                text = Cow::Owned(text.replace(secret.expose(), "[REDACTED]"));
+            }
+        }
+        text
     }
 
     /// The first fatal condition the receiver saw, if any.
@@ -209,6 +240,7 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                         );
                     }
                     let excerpt = excerpt(&self.buf);
+                    let excerpt = self.shared.redact(&excerpt);
                     tracing::debug!(
                         target: LOG_TARGET,
                         provider = %self.shared.name,
@@ -217,6 +249,7 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                 }
                 Line::Response => return Ok(std::mem::take(&mut self.buf)),
                 Line::Log { level, message } => {
+                    let message = self.shared.redact(&message).into_owned();
                     emit(&self.shared.name, &level, &message);
                     let level = level.to_ascii_lowercase();
                     self.shared.push_stderr(format!("{level}: {message}"));
@@ -412,6 +445,8 @@ async fn skip_rest_of_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> b
 
 fn record_stderr(shared: &Shared, line: &[u8]) {
     let text = String::from_utf8_lossy(line);
+    let text = shared.redact(&text).into_owned();
+    let text = Cow::<str>::Owned(text);
     if text.trim().is_empty() {
         return;
     }
