@@ -1,17 +1,22 @@
-//! The plugin benchmark: `cargo bench -p moat --bench plugin`.
+//! The plugin benchmark: `cargo bench -p moat --bench plugin` (results in `BENCHMARKS.md`).
 //!
-//! Three measurements, each against a baseline taken in the same run, interleaved with it so that
-//! load from elsewhere on the machine hits both alike:
+//! Three measurements, each against a baseline taken in the same run and interleaved with it, so
+//! that load from elsewhere on the machine hits both alike:
 //!
 //! 1. **Warm call**: `configure_proxy` on a running plugin through moat's real host path
 //!    ([`PluginProvider`] → jsonrpsee client → line transport → pipe → the SDK's `serve` in a child
 //!    process), against a bare line echo: the same request line written to `cat` over a pipe and
-//!    read back, from the same tokio runtime with the same pipe types. Targets: p50 within 2x of
-//!    the echo, and under 100 µs.
+//!    read back with the same tokio pipe types, from the same caller. Measured twice: called from
+//!    the future `block_on` runs on the main thread (where moat's CLI commands run), and from a
+//!    task on the runtime's workers. A third line writes the request straight to the SDK plugin
+//!    (no jsonrpsee client, no moat), to split the cost between host and plugin. Targets: p50
+//!    within 2x of the echo, and under 100 µs.
 //! 2. **Cold call**: a [`PluginProvider`] that is not running: spawn, `initialize`, one
 //!    `configure_proxy`, then the graceful `shutdown` until the process is reaped. Against spawning
 //!    and reaping the same executable told to exit at once (`--exit-at-once`, checked first thing
-//!    in `main`), so both sides pay the same exec and loading costs. Target: p50 within 2x.
+//!    in `main`), so both sides pay the same exec and loading costs; `/bin/true`, and the same
+//!    executable spawned with moat's spawn options (own process group, `PR_SET_PDEATHSIG` in
+//!    `pre_exec`, hence fork), are shown for reference. Target: p50 within 2x.
 //! 3. **Listing**: the real `moat` binary (this build's) running `moat grant providers` with 50
 //!    plugins on `PATH`: with the info cache, against the listing with no plugins (target p50
 //!    within 1.5x); without the cache, every plugin asked (target p50 under 300 ms).
@@ -21,9 +26,9 @@
 //! to a temporary directory, and hard-linked as `moat-provider-b01` … `b50` (the info cache keys on
 //! the canonical path, which symlinks would collapse to one).
 //!
-//! Prints p50/p90/p99 and the ratios; a missed target prints a `FAIL` line and the exit status is
-//! 1. Knobs: `BENCH_SCALE` (default 1.0) multiplies the sample counts; `BENCH_ONLY` (`warm`,
-//! `cold`, `listing`, comma-separated) runs only those parts.
+//! Prints p50/p90/p99 and the ratios; a missed target prints a `FAIL` line and makes the exit
+//! status 1. Knobs: `BENCH_SCALE` (default 1.0) multiplies the sample counts; `BENCH_ONLY`
+//! (`warm`, `cold`, `listing`, comma-separated) runs only those parts.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -123,7 +128,7 @@ impl Stats {
 fn show(label: &str, stats: &Stats, unit: Unit) {
     let f = |d: Duration| unit.format(d);
     println!(
-        "  {label:<44} p50 {:>10}  p90 {:>10}  p99 {:>10}  (n={})",
+        "  {label:<48} p50 {:>10}  p90 {:>10}  p99 {:>10}  (n={})",
         f(stats.p50),
         f(stats.p90),
         f(stats.p99),
@@ -192,22 +197,10 @@ struct Setup {
 
 fn setup() -> Setup {
     let root = tempfile::tempdir().expect("temporary directory");
-    if std::env::var_os("BENCH_KEEP").is_some() {
-        #[allow(deprecated)]
-        let kept = root.into_path();
-        println!("kept {}", kept.display());
-        return setup_in(tempfile::tempdir().unwrap(), kept);
-    }
-    let path = root.path().to_path_buf();
-    setup_in(root, path)
-}
-
-fn setup_in(root: tempfile::TempDir, base: PathBuf) -> Setup {
-    let root_path = base;
-    let bin = root_path.join("bin");
-    let fifty = root_path.join("fifty");
-    let empty = root_path.join("empty");
-    let home = root_path.join("home");
+    let bin = root.path().join("bin");
+    let fifty = root.path().join("fifty");
+    let empty = root.path().join("empty");
+    let home = root.path().join("home");
     for dir in [&bin, &fifty, &empty, &home] {
         std::fs::create_dir(dir).unwrap();
     }
@@ -240,10 +233,6 @@ fn bench_main() -> i32 {
         .unwrap();
     let mut verdicts = Verdicts::default();
     let started = Instant::now();
-    if std::env::var_os("BENCH_EXPERIMENT").is_some() {
-        runtime.block_on(experiments(&setup));
-        return 0;
-    }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|o| o.trim() == part);
     if run("warm") {
@@ -285,15 +274,35 @@ fn request_line(id: u64) -> String {
     format!("{request}\n")
 }
 
-async fn warm(setup: &Setup, verdicts: &mut Verdicts) {
-    let rounds = 10;
-    let per_round = scaled(1000);
-    println!();
-    println!(
-        "Warm call: configure_proxy on a running plugin ({rounds} interleaved rounds of {per_round})"
-    );
+/// Where the caller of a warm call runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// The future given to `block_on` on the main thread, as moat's CLI commands run (`moat
+    /// proxy` asks each provider for its rules from there).
+    Cli,
+    /// A task on the runtime's workers, as background work (a refresh loop, the proxy) runs.
+    Task,
+}
 
-    // The baseline: `cat` echoing the request line, over the same tokio pipes moat uses.
+impl Caller {
+    fn label(self) -> &'static str {
+        match self {
+            Caller::Cli => "called from the CLI (block_on, main thread)",
+            Caller::Task => "called from a runtime task",
+        }
+    }
+}
+
+/// Samples of one warm measurement.
+struct Warm {
+    echo: Vec<Duration>,
+    direct: Vec<Duration>,
+    call: Vec<Duration>,
+}
+
+/// `rounds` rounds of `per_round` calls of each kind, interleaved, after a warm-up.
+async fn measure_warm(plugin: PathBuf, rounds: usize, per_round: usize) -> Warm {
+    // The baseline: `cat` echoing the request line, over the tokio pipes moat's transport uses.
     let mut cat = tokio::process::Command::new("cat")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -315,8 +324,9 @@ async fn warm(setup: &Setup, verdicts: &mut Verdicts) {
         elapsed
     };
 
-    // The SDK plugin alone: the request line written straight to its stdin (no jsonrpsee client).
-    let mut raw = tokio::process::Command::new(&setup.plugin)
+    // The SDK plugin alone: the same line written straight to its stdin, the answer read back
+    // (no jsonrpsee client, no moat), to split the cost between the two sides.
+    let mut raw = tokio::process::Command::new(&plugin)
         .arg(protocol::PLUGIN_FLAG)
         .env(protocol::PLUGIN_ENV, "1")
         .stdin(Stdio::piped())
@@ -335,20 +345,19 @@ async fn warm(setup: &Setup, verdicts: &mut Verdicts) {
         .unwrap();
     let mut answer = Vec::with_capacity(1024);
     raw_out.read_until(b'\n', &mut answer).await.unwrap();
-    let raw_line = request_line(1);
-    let mut raw_once = async || {
+    let mut direct_once = async || {
         let t = Instant::now();
-        raw_in.write_all(raw_line.as_bytes()).await.unwrap();
+        raw_in.write_all(line.as_bytes()).await.unwrap();
         raw_in.flush().await.unwrap();
         answer.clear();
         raw_out.read_until(b'\n', &mut answer).await.unwrap();
         let elapsed = t.elapsed();
-        assert!(answer.starts_with(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\""));
+        assert!(answer.starts_with(br#"{"jsonrpc":"2.0","id":1,"result""#));
         elapsed
     };
 
     // The real host path.
-    let provider = PluginProvider::start(&setup.plugin, "bench", Timeouts::default())
+    let provider = PluginProvider::start(&plugin, "bench", Timeouts::default())
         .await
         .expect("the bench plugin starts");
     let credential = credential();
@@ -362,49 +371,76 @@ async fn warm(setup: &Setup, verdicts: &mut Verdicts) {
 
     for _ in 0..per_round / 2 {
         echo_once().await;
-        raw_once().await;
+        direct_once().await;
         call_once().await;
     }
-    let mut echo = Vec::new();
-    let mut direct = Vec::new();
-    let mut call = Vec::new();
+    let mut warm = Warm {
+        echo: Vec::with_capacity(rounds * per_round),
+        direct: Vec::with_capacity(rounds * per_round),
+        call: Vec::with_capacity(rounds * per_round),
+    };
     for _ in 0..rounds {
         for _ in 0..per_round {
-            echo.push(echo_once().await);
+            warm.echo.push(echo_once().await);
         }
         for _ in 0..per_round {
-            direct.push(raw_once().await);
+            warm.direct.push(direct_once().await);
         }
         for _ in 0..per_round {
-            call.push(call_once().await);
+            warm.call.push(call_once().await);
         }
     }
     provider.shutdown().await;
-    drop(cat_in);
+    drop((cat_in, raw_in));
     let _ = cat.wait().await;
-    drop(raw_in);
     let _ = raw.wait().await;
+    warm
+}
 
-    let (echo, call) = (Stats::of(&echo), Stats::of(&call));
-    show("bare echo: line to `cat` over a pipe", &echo, Unit::Micros);
-    let direct = Stats::of(&direct);
-    show(
-        "request line straight to the SDK plugin",
-        &direct,
-        Unit::Micros,
+async fn warm(setup: &Setup, verdicts: &mut Verdicts) {
+    let rounds = 10;
+    let per_round = scaled(500);
+    println!();
+    println!(
+        "Warm call: configure_proxy on a running plugin ({rounds} interleaved rounds of \
+         {per_round} per kind)"
     );
-    show("PluginProvider::configure_proxy", &call, Unit::Micros);
-    let r = ratio(&call, &echo);
-    println!("  ratio (p50): {r:.2}x the bare echo");
-    verdicts.check(
-        r <= 2.0,
-        format!("warm call p50 within 2x of the bare echo ({r:.2}x)"),
-    );
-    let micros = call.p50.as_secs_f64() * 1e6;
-    verdicts.check(
-        micros < 100.0,
-        format!("warm call p50 under 100 µs ({micros:.1} µs)"),
-    );
+    for caller in [Caller::Cli, Caller::Task] {
+        let measure = measure_warm(setup.plugin.clone(), rounds, per_round);
+        let warm = match caller {
+            Caller::Cli => measure.await,
+            Caller::Task => tokio::spawn(measure).await.unwrap(),
+        };
+        println!(" {}:", caller.label());
+        let echo = Stats::of(&warm.echo);
+        let direct = Stats::of(&warm.direct);
+        let call = Stats::of(&warm.call);
+        show(
+            "bare echo: the line to `cat` over a pipe",
+            &echo,
+            Unit::Micros,
+        );
+        show("the line straight to the SDK plugin", &direct, Unit::Micros);
+        show("PluginProvider::configure_proxy", &call, Unit::Micros);
+        let r = ratio(&call, &echo);
+        println!(
+            "  ratio (p50): {r:.2}x the bare echo (the SDK plugin alone: {:.2}x)",
+            ratio(&direct, &echo)
+        );
+        let short = match caller {
+            Caller::Cli => "from the CLI",
+            Caller::Task => "from a task",
+        };
+        verdicts.check(
+            r <= 2.0,
+            format!("warm call {short}: p50 within 2x of the bare echo ({r:.2}x)"),
+        );
+        let micros = call.p50.as_secs_f64() * 1e6;
+        verdicts.check(
+            micros < 100.0,
+            format!("warm call {short}: p50 under 100 µs ({micros:.1} µs)"),
+        );
+    }
 }
 
 async fn cold(setup: &Setup, verdicts: &mut Verdicts) {
@@ -434,13 +470,45 @@ async fn cold(setup: &Setup, verdicts: &mut Verdicts) {
         provider.initialize_result().clone()
     };
     let credential = credential();
+    // What moat's spawn adds by itself: its own process group, and `PR_SET_PDEATHSIG` set in
+    // `pre_exec`, which makes std fork instead of `posix_spawn`.
+    let spawn_like_moat = |program: &Path| {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(program);
+        command
+            .arg(EXIT_AT_ONCE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+        let t = Instant::now();
+        let status = command.status().expect("spawn");
+        let elapsed = t.elapsed();
+        assert!(status.success());
+        elapsed
+    };
     let bin_true = Path::new("/bin/true");
     let mut trivial = Vec::new();
+    let mut forked = Vec::new();
     let mut system_true = Vec::new();
     let mut first = Vec::new();
     let mut full = Vec::new();
     for i in 0..n + 5 {
         let a = spawn_and_reap(&setup.plugin, Some(EXIT_AT_ONCE));
+        let f = spawn_like_moat(&setup.plugin);
         let b = spawn_and_reap(bin_true, None);
         let provider = PluginProvider::new(&setup.plugin, init.clone(), Timeouts::default());
         let t = Instant::now();
@@ -450,16 +518,23 @@ async fn cold(setup: &Setup, verdicts: &mut Verdicts) {
         let d = t.elapsed();
         if i >= 5 {
             trivial.push(a);
+            forked.push(f);
             system_true.push(b);
             first.push(c);
             full.push(d);
         }
     }
     let (trivial, system_true) = (Stats::of(&trivial), Stats::of(&system_true));
+    let forked = Stats::of(&forked);
     let (first, full) = (Stats::of(&first), Stats::of(&full));
     show(
-        "spawn + reap: same executable, exits at once",
+        "spawn + reap: this executable, exits at once",
         &trivial,
+        Unit::Micros,
+    );
+    show(
+        "  the same, spawned as moat does (fork)",
+        &forked,
         Unit::Micros,
     );
     show(
@@ -469,7 +544,7 @@ async fn cold(setup: &Setup, verdicts: &mut Verdicts) {
     );
     show("cold call: spawn .. first result", &first, Unit::Micros);
     show(
-        "cold call: spawn .. result .. shutdown, reaped",
+        "cold call: spawn .. result, shutdown, reaped",
         &full,
         Unit::Micros,
     );
@@ -572,212 +647,4 @@ fn listing(setup: &Setup, verdicts: &mut Verdicts) {
         ms < 300.0,
         format!("cold listing p50 under 300 ms ({ms:.1} ms)"),
     );
-}
-
-// EXPERIMENTS (temporary)
-async fn experiments(setup: &Setup) {
-    use std::sync::{Arc, Mutex};
-    let n = scaled(5000);
-    let credential = credential();
-    let provider = Arc::new(
-        PluginProvider::start(&setup.plugin, "bench", Timeouts::default())
-            .await
-            .unwrap(),
-    );
-    let want = |tag: &str| {
-        let e = std::env::var("BENCH_EXPERIMENT").unwrap_or_default();
-        e == "1" || e.split(',').any(|x| x == tag)
-    };
-    // E0: from block_on
-    let mut e0 = Vec::new();
-    for _ in 0..if want("E0") { n } else { 1 } {
-        let t = Instant::now();
-        provider.configure_proxy(&credential).await.unwrap();
-        e0.push(t.elapsed());
-    }
-    show("E0 provider from block_on", &Stats::of(&e0), Unit::Micros);
-    // E2: from a spawned task
-    let p = provider.clone();
-    let c = credential.clone();
-    let e2 = tokio::spawn(async move {
-        let mut v = Vec::new();
-        for _ in 0..if want("E2") { n } else { 1 } {
-            let t = Instant::now();
-            p.configure_proxy(&c).await.unwrap();
-            v.push(t.elapsed());
-        }
-        v
-    })
-    .await
-    .unwrap();
-    show("E2 provider from a task", &Stats::of(&e2), Unit::Micros);
-    provider.shutdown().await;
-
-    // E8: jsonrpsee client, its RpcService called directly (no futures-timer Delay).
-    {
-        use jsonrpsee::core::client::ClientBuilder;
-        use jsonrpsee::core::client::async_client::RpcService;
-        use jsonrpsee::core::middleware::{Request, RpcServiceBuilder, RpcServiceT};
-        use jsonrpsee::types::{Id, ResponseSuccess};
-        use moat::plugin::transport::{LineReceiver, LineSender, Shared};
-        let mut child = tokio::process::Command::new(&setup.plugin)
-            .arg(protocol::PLUGIN_FLAG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let shared = Arc::new(Shared::new("bench".into(), setup.plugin.clone()));
-        let slot: Arc<Mutex<Option<RpcService>>> = Arc::default();
-        let s = slot.clone();
-        let client = ClientBuilder::default()
-            .request_timeout(Duration::from_secs(24 * 3600))
-            .max_concurrent_requests(16)
-            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(move |inner: RpcService| {
-                *s.lock().unwrap() = Some(inner.clone());
-                inner
-            }))
-            .build_with_tokio(
-                LineSender::new(child.stdin.take().unwrap()),
-                LineReceiver::new(child.stdout.take().unwrap(), shared),
-            );
-        let svc = slot.lock().unwrap().take().unwrap();
-        let mut next = 0u64;
-        let mut call = async |method: &str, params: &serde_json::value::RawValue| {
-            next += 1;
-            let rp = svc
-                .call(Request::borrowed(method, Some(params), Id::Number(next)))
-                .await
-                .unwrap();
-            let success = ResponseSuccess::try_from(rp.into_response().into_inner()).unwrap();
-            let v: serde_json::Value = serde_json::from_str(success.result.get()).unwrap();
-            v
-        };
-        let init = serde_json::value::to_raw_value(&serde_json::json!({"protocol_versions": [1]}))
-            .unwrap();
-        call("initialize", &init).await;
-        let mut e8 = Vec::new();
-        for _ in 0..if want("E8") { n } else { 1 } {
-            let t = Instant::now();
-            let params =
-                serde_json::value::to_raw_value(&serde_json::json!({"credential": &credential}))
-                    .unwrap();
-            let v = call("configure_proxy", &params).await;
-            e8.push(t.elapsed());
-            assert!(v.get("rules").is_some());
-        }
-        show(
-            "E8 jsonrpsee service direct, block_on",
-            &Stats::of(&e8),
-            Unit::Micros,
-        );
-        drop(client);
-    }
-
-    // E6: echo from a task
-    let e6 = tokio::spawn(async move {
-        let mut cat = tokio::process::Command::new("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut i = cat.stdin.take().unwrap();
-        let mut o = BufReader::new(cat.stdout.take().unwrap());
-        let line = request_line(1);
-        let mut buf = Vec::new();
-        let mut v = Vec::new();
-        for _ in 0..if want("E6") { n } else { 1 } {
-            let t = Instant::now();
-            i.write_all(line.as_bytes()).await.unwrap();
-            buf.clear();
-            o.read_until(b'\n', &mut buf).await.unwrap();
-            v.push(t.elapsed());
-        }
-        v
-    })
-    .await
-    .unwrap();
-    show("E6 echo from a task", &Stats::of(&e6), Unit::Micros);
-
-    // E4: minimal client: caller writes, a reader task answers through a oneshot.
-    let parker = std::thread::spawn(|| {
-        loop {
-            std::thread::park();
-        }
-    });
-    let parker = parker.thread().clone();
-    for (in_task, unpark) in [(false, false), (true, false), (false, true)] {
-        let parker = parker.clone();
-        let mut child = tokio::process::Command::new(&setup.plugin)
-            .arg(protocol::PLUGIN_FLAG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        let slot: Arc<Mutex<Option<tokio::sync::oneshot::Sender<Vec<u8>>>>> = Arc::default();
-        let s2 = slot.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut buf = Vec::new();
-                if output.read_until(b'\n', &mut buf).await.unwrap() == 0 {
-                    return;
-                }
-                if let Some(tx) = s2.lock().unwrap().take() {
-                    let _ = tx.send(buf);
-                }
-            }
-        });
-        let init =
-            r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocol_versions":[1]}}"#;
-        let body = async move {
-            let mut call = async |line: &str| {
-                if unpark {
-                    parker.unpark();
-                }
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                *slot.lock().unwrap() = Some(tx);
-                input.write_all(line.as_bytes()).await.unwrap();
-                let r = rx.await.unwrap();
-                if unpark {
-                    parker.unpark();
-                }
-                r
-            };
-            call(&format!("{init}\n")).await;
-            let line = request_line(1);
-            let mut v = Vec::new();
-            let tag = match (in_task, unpark) {
-                (_, true) => "E7",
-                (true, _) => "E4t",
-                _ => "E4",
-            };
-            for _ in 0..if want(tag) { n } else { 1 } {
-                let t = Instant::now();
-                let answer = call(&line).await;
-                let _: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-                v.push(t.elapsed());
-            }
-            v
-        };
-        let e4 = if in_task {
-            tokio::spawn(body).await.unwrap()
-        } else {
-            body.await
-        };
-        show(
-            match (in_task, unpark) {
-                (_, true) => "E7 minimal client, block_on, 2 unparks",
-                (true, _) => "E4 minimal client, task",
-                _ => "E4 minimal client, block_on",
-            },
-            &Stats::of(&e4),
-            Unit::Micros,
-        );
-    }
 }

@@ -11,20 +11,20 @@
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jsonrpsee::core::ClientError;
 use jsonrpsee::core::client::async_client::RpcService;
-use jsonrpsee::core::client::{Client, ClientBuilder, ClientT};
-use jsonrpsee::core::middleware::RpcServiceBuilder;
-use jsonrpsee::core::traits::ToRpcParams;
-use jsonrpsee::types::InvalidRequestId;
+use jsonrpsee::core::client::{Client, ClientBuilder};
+use jsonrpsee::core::middleware::{Request, RpcServiceBuilder, RpcServiceT};
+use jsonrpsee::types::{Id, InvalidRequestId, ResponseSuccess};
 use moat_plugin_sdk::protocol::{
     self, InitializeParams, InitializeResult, PROTOCOL_VERSION, code, method,
 };
 use serde::Serialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, OnceCell, watch};
 
@@ -97,6 +97,46 @@ impl Timeouts {
 /// level, and requests carry credentials.
 type RpcClient = Client<RpcService>;
 
+/// The jsonrpsee client, and its request service called directly.
+///
+/// `Client::request` races every request against a `futures-timer` delay (the client's own request
+/// timeout, which cannot be turned off), and creating and dropping that delay wakes the
+/// `futures-timer` helper thread twice per call: on a small machine that costs more than the rest
+/// of a warm call (see `moat/benches/plugin.rs`). Moat puts its own limit on every call anyway
+/// (with tokio's timer, driven by the runtime's own threads), so requests go straight to the
+/// client's service, exactly as `Client::request` sends them, with ids from `next_id`.
+#[derive(Debug)]
+struct Rpc {
+    /// Owns the background tasks; dropping it (with `service`) ends them, which closes the
+    /// plugin's stdin.
+    client: RpcClient,
+    service: RpcService,
+    next_id: AtomicU64,
+}
+
+impl Rpc {
+    /// Sends one request and waits for its answer, without a limit (the caller has one).
+    async fn request(
+        &self,
+        method: &str,
+        params: Box<RawValue>,
+    ) -> Result<Box<RawValue>, ClientError> {
+        let id = Id::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let response = match self
+            .service
+            .call(Request::borrowed(method, Some(&params), id))
+            .await
+        {
+            Ok(response) => response,
+            // What `Client::request` does: the reason the background tasks stopped.
+            Err(ClientError::ServiceDisconnect) => return Err(self.client.on_disconnect().await),
+            Err(err) => return Err(err),
+        };
+        let success = ResponseSuccess::try_from(response.into_response().into_inner())?;
+        Ok(success.result)
+    }
+}
+
 /// Why a call did not return a result.
 #[derive(Debug)]
 pub enum CallError {
@@ -106,15 +146,6 @@ pub enum CallError {
     BadResult(String),
     /// The connection is unusable: the caller must [`Connection::fail`] it.
     Fatal(Failure),
-}
-
-/// A `Serialize` value sent as JSON-RPC named params (an object).
-struct Named<'a, T>(&'a T);
-
-impl<T: Serialize> ToRpcParams for Named<'_, T> {
-    fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
-        serde_json::value::to_raw_value(self.0).map(Some)
-    }
 }
 
 /// The child process, owned by a reaper task that always waits for it.
@@ -179,7 +210,7 @@ fn kill_group(pid: Option<u32>) {
 #[derive(Debug)]
 pub struct Connection {
     shared: Arc<Shared>,
-    client: RwLock<Option<Arc<RpcClient>>>,
+    client: RwLock<Option<Arc<Rpc>>>,
     child: ChildHandle,
     timeouts: Timeouts,
     ended: OnceCell<ExitReport>,
@@ -234,19 +265,37 @@ impl Connection {
             let _ = status_tx.send(Some(status.ok()));
         });
 
+        // The middleware only keeps a handle on the client's service (see `Rpc`).
+        let built: Arc<Mutex<Option<RpcService>>> = Arc::default();
+        let keep = built.clone();
         let client = ClientBuilder::default()
             // Each call has its own limit (see `call`); this one only has to be longer.
             .request_timeout(Duration::from_secs(24 * 3600))
             .max_concurrent_requests(16)
-            .set_rpc_middleware(RpcServiceBuilder::new())
+            .set_rpc_middleware(
+                RpcServiceBuilder::new().layer_fn(move |service: RpcService| {
+                    *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(service.clone());
+                    service
+                }),
+            )
             .build_with_tokio(
                 LineSender::new(stdin),
                 LineReceiver::new(stdout, shared.clone()),
             );
+        let service = built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("building the client builds its service");
+        let rpc = Rpc {
+            client,
+            service,
+            next_id: AtomicU64::new(0),
+        };
 
         Ok(Connection {
             shared,
-            client: RwLock::new(Some(Arc::new(client))),
+            client: RwLock::new(Some(Arc::new(rpc))),
             child: ChildHandle {
                 pid,
                 kill,
@@ -293,14 +342,14 @@ impl Connection {
         self.ended.get().is_none() && self.child.status.borrow().is_none()
     }
 
-    fn client(&self) -> Option<Arc<RpcClient>> {
+    fn client(&self) -> Option<Arc<Rpc>> {
         self.client
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn take_client(&self) -> Option<Arc<RpcClient>> {
+    fn take_client(&self) -> Option<Arc<Rpc>> {
         self.client
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -325,8 +374,11 @@ impl Connection {
                 .unwrap_or_else(|| Failure::Io("the connection was already closed".into()));
             return Err(CallError::Fatal(failure));
         };
-        let request = client.request::<Box<RawValue>, _>(method, Named(params));
-        match tokio::time::timeout(limit, request).await {
+        let params = match serde_json::value::to_raw_value(params) {
+            Ok(params) => params,
+            Err(err) => return Err(self.classify(ClientError::ParseError(err), limit)),
+        };
+        match tokio::time::timeout(limit, client.request(method, params)).await {
             Err(_) => Err(CallError::Fatal(Failure::Timeout(limit))),
             Ok(Ok(raw)) => serde_json::from_str(raw.get())
                 .map_err(|err| CallError::BadResult(redact_quoted(&err.to_string()))),
@@ -399,8 +451,9 @@ impl Connection {
         self.ended
             .get_or_init(|| async {
                 if let Some(client) = self.take_client() {
-                    let empty = protocol::Empty {};
-                    let answer = client.request::<IgnoredAny, _>(method::SHUTDOWN, Named(&empty));
+                    let empty = serde_json::value::to_raw_value(&protocol::Empty {})
+                        .expect("an empty object serializes");
+                    let answer = client.request(method::SHUTDOWN, empty);
                     if let Ok(Err(err)) = tokio::time::timeout(self.timeouts.shutdown, answer).await {
                         tracing::debug!(provider = %self.shared.name, "shutdown: {err}");
                     }
