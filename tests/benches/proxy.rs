@@ -143,6 +143,10 @@ fn main() {
         );
         println!();
 
+        if std::env::var("BENCH_ONLY_LOAD").as_deref() == Ok("1") {
+            return;
+        }
+
         // New hosts: every CONNECT names a host the proxy has never seen.
         let mut fresh = Vec::new();
         for i in 0..NEW_HOSTS {
@@ -572,10 +576,14 @@ fn serve_proxy_child() {
     #[cfg(unix)]
     let _ = moat::proxy::raise_open_file_limit();
     let dir = std::path::PathBuf::from(std::env::var("BENCH_DIR").unwrap());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = std::env::var("BENCH_PROXY_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build().unwrap();
     runtime.block_on(async {
         let ca = Arc::new(CertificateAuthority::load_or_create_in(&dir.join("moat-ca")).unwrap());
         let ca_path = ca.cert_path();

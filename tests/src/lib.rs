@@ -6,6 +6,11 @@
 //! whose certificates come from a throwaway [`TestCa`] that moat trusts through
 //! `MOAT_EXTRA_CA_CERTS`. Everything is synchronous: servers run on their own threads.
 //!
+//! For the proxy: [`ProxyProcess`] runs `moat proxy --json` and reads back its address, token and
+//! CA; [`StreamServer`] is an HTTP/2-capable upstream with lazily produced 100 MB bodies, a
+//! step-by-step event stream and a WebSocket echo; [`connect_tunnel`] and [`tls_through_proxy`]
+//! speak CONNECT and TLS with a chosen SNI, the way refusal tests need.
+//!
 //! ```no_run
 //! use moat_tests::{MoatEnv, assert_no_secret, assert_no_secret_in_dir};
 //!

@@ -25,7 +25,7 @@ use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use hyper::HeaderMap;
 use hyper::header::HeaderName;
@@ -71,36 +71,42 @@ impl RequestLog {
             .name("moat-network-log".into())
             .spawn(move || {
                 let mut out = BufWriter::with_capacity(64 * 1024, file);
-                let mut dirty = false;
-                let mut last_flush = Instant::now();
-                loop {
-                    // Lines reach the file within FLUSH_INTERVAL of their request's end, and a
-                    // busy proxy flushes at most that often rather than once per request.
-                    let wait = if dirty {
-                        FLUSH_INTERVAL.saturating_sub(last_flush.elapsed())
-                    } else {
-                        Duration::from_secs(3600)
-                    };
-                    let mut result = match receiver.recv_timeout(wait) {
-                        Ok(line) => {
-                            dirty = true;
-                            write_line(&mut out, &line)
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            let _ = out.flush();
-                            break;
-                        }
-                    };
-                    if dirty && last_flush.elapsed() >= FLUSH_INTERVAL {
-                        result = result.and_then(|()| out.flush());
-                        dirty = false;
-                        last_flush = Instant::now();
-                    }
+                let report = |result: io::Result<()>| {
                     if let Err(err) = result {
                         tracing::warn!(log = %shown, %err, "cannot write the request log");
                     }
+                };
+                // Idle: block until a line comes and write it at once. Busy: wake every
+                // FLUSH_INTERVAL and write everything that arrived meanwhile, so senders never
+                // have to wake this thread (a wake-up per request costs more than the line).
+                while let Ok(first) = receiver.recv() {
+                    report(write_line(&mut out, &first).and_then(|()| out.flush()));
+                    loop {
+                        std::thread::sleep(FLUSH_INTERVAL);
+                        let mut wrote = false;
+                        let mut result = Ok(());
+                        loop {
+                            match receiver.try_recv() {
+                                Ok(line) => {
+                                    wrote = true;
+                                    if result.is_ok() {
+                                        result = write_line(&mut out, &line);
+                                    }
+                                }
+                                Err(mpsc::TryRecvError::Empty) => break,
+                                Err(mpsc::TryRecvError::Disconnected) => {
+                                    report(result.and_then(|()| out.flush()));
+                                    return;
+                                }
+                            }
+                        }
+                        if !wrote {
+                            break;
+                        }
+                        report(result.and_then(|()| out.flush()));
+                    }
                 }
+                report(out.flush());
             })?;
         Ok(RequestLog {
             path: path.to_path_buf(),
@@ -167,6 +173,19 @@ impl Default for Entry {
             truncated: false,
         }
     }
+}
+
+/// A copy of `headers` that shares no memory with them. Header values parsed by hyper point into
+/// the connection's read buffer; holding them until the log thread writes them would keep that
+/// buffer from being reused, so a snapshot for the log copies them.
+pub(crate) fn snapshot(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(value) = hyper::header::HeaderValue::from_bytes(value.as_bytes()) {
+            copy.append(name.clone(), value);
+        }
+    }
+    copy
 }
 
 /// An entry with its run's redactor: the JSON line.

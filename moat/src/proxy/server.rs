@@ -51,7 +51,7 @@ use super::inject::{
     Injected, ResponseAction, SUBSTITUTION_BODY_LIMIT, apply_request_headers, is_text_type,
     response_transform, substitute, substitute_bytes,
 };
-use super::log::{BODY_CAPTURE_LIMIT, Entry};
+use super::log::{BODY_CAPTURE_LIMIT, Entry, snapshot};
 use super::policy::Decision;
 use super::respond::{blocked, text};
 use super::runs::{Run, RunRegistry, RunState, TokenHash};
@@ -253,8 +253,8 @@ fn connect(shared: Arc<Shared>, request: Request<Incoming>) -> Response<ProxyBod
                 url: target.to_string(),
                 status_code: response.status().as_u16(),
                 error: Some("blocked by network policy".into()),
-                req_headers: request.headers().clone(),
-                resp_headers: response.headers().clone(),
+                req_headers: snapshot(request.headers()),
+                resp_headers: snapshot(response.headers()),
                 ..Entry::default()
             };
             log.write(entry, &state.redactor);
@@ -508,7 +508,7 @@ impl Pending {
         error: Option<String>,
     ) -> Response<ProxyBody> {
         self.entry.status_code = response.status().as_u16();
-        self.entry.resp_headers = response.headers().clone();
+        self.entry.resp_headers = snapshot(response.headers());
         self.finish(None, error);
         response
     }
@@ -549,7 +549,7 @@ async fn handle(
         .check(&target.host, target.port, method.as_str(), &path);
     if decision != Decision::Allow {
         tracing::debug!(run = %run.id, host = %target.host, %method, "request blocked by policy");
-        pending.entry.req_headers = request.headers().clone();
+        pending.entry.req_headers = snapshot(request.headers());
         let response = blocked(&decision, &target.host, method.as_str(), &path);
         return pending.respond(response, Some("blocked by network policy".into()));
     }
@@ -557,7 +557,7 @@ async fn handle(
     let upgrade = is_upgrade(request.headers()) && request.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let client_headers = logging.then(|| parts.headers.clone());
+    let client_headers = logging.then(|| snapshot(&parts.headers));
 
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let view = state
@@ -720,7 +720,7 @@ async fn handle(
         return Response::from_parts(parts, body);
     }
     pending.entry.status_code = parts.status.as_u16();
-    pending.entry.resp_headers = parts.headers.clone();
+    pending.entry.resp_headers = snapshot(&parts.headers);
     let capture_response = parts
         .headers
         .get(CONTENT_TYPE)
