@@ -446,7 +446,17 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
     let (token, log) = proxy.register(vec![], NetworkPolicy::default());
     let auth = basic_proxy_auth(token.as_str());
     proxy.runtime.block_on(async {
-        for authority in ["127.0.0.1", "localhost", "moat-host", "[::1]"] {
+        // IPv4-mapped IPv6 connects to 127.0.0.1 too, and link-local is where cloud metadata
+        // services answer.
+        for authority in [
+            "127.0.0.1",
+            "localhost",
+            "moat-host",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:7f00:1]",
+            "169.254.169.254",
+        ] {
             let authority = format!("{authority}:{}", upstream.port());
             let (status, head, mut tcp) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
                 .await
@@ -470,8 +480,8 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
     assert_eq!(response.status(), 407);
     assert_eq!(response.headers()["x-moat-blocked"], "host-service");
     assert!(upstream.seen().is_empty());
-    let lines = read_log(&log, 5, Duration::from_secs(5));
-    assert_eq!(lines.len(), 5);
+    let lines = read_log(&log, 8, Duration::from_secs(5));
+    assert_eq!(lines.len(), 8);
 }
 
 #[test]

@@ -231,8 +231,20 @@ impl CompiledPolicy {
 /// brackets).
 pub(crate) fn is_host_local(host: &str) -> bool {
     match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Ok(ip) => is_local_ip(ip),
         Err(_) => host == "localhost" || host.ends_with(".localhost") || host == "moat-host",
+    }
+}
+
+/// Addresses that lead to this machine or its link: loopback, unspecified and link-local (where
+/// cloud metadata services answer), IPv4-mapped IPv6 forms included (`::ffff:127.0.0.1` connects
+/// to 127.0.0.1, but `Ipv6Addr::is_loopback` only knows `::1`).
+pub(crate) fn is_local_ip(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()
+        }
     }
 }
 
@@ -326,6 +338,32 @@ pub(crate) fn blocked_body(decision: &Decision, host: &str, method: &str, path: 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mapped_and_link_local_addresses_are_host_local() {
+        for host in [
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "::ffff:0.0.0.0",
+            "169.254.169.254",
+            "fe80::1",
+            "localhost",
+        ] {
+            assert!(is_host_local(host), "{host}");
+        }
+        for host in [
+            "93.184.215.14",
+            "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+            "::ffff:93.184.215.14",
+            "api.github.com",
+        ] {
+            assert!(!is_host_local(host), "{host}");
+        }
+    }
+
     use super::*;
 
     fn policy(mode: PolicyMode, allow: &[&str], rules: &[(&str, &[&str])]) -> CompiledPolicy {

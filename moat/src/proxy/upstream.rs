@@ -414,7 +414,7 @@ fn reachable(host: &str, found: &[SocketAddr]) -> Vec<SocketAddr> {
     }
     found
         .iter()
-        .filter(|a| !(a.ip().is_loopback() || a.ip().is_unspecified()))
+        .filter(|a| !super::policy::is_local_ip(a.ip()))
         .copied()
         .collect()
 }
