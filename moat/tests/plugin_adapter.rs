@@ -311,3 +311,18 @@ async fn a_token_a_plugin_logs_is_scrubbed_from_what_moat_keeps() {
     assert!(tail.contains("using token [REDACTED]"), "{tail}");
     assert!(!tail.contains("tok-leaky-0123456789"), "{tail}");
 }
+
+#[tokio::test]
+async fn a_token_quoted_in_a_plugin_error_is_scrubbed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = install(dir.path(), "leaky", "leaky", &[]);
+    let provider = PluginProvider::start(&path, "leaky", fast()).await.unwrap();
+    let credential = Credential::new("leaky", "tok-quoted-0123456789");
+    // The leaky fixture quotes the token in configure_proxy's error message and hint.
+    let err = provider.configure_proxy(&credential).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidCredential);
+    let text = err.to_string();
+    assert!(text.contains("refused token [REDACTED]"), "{text}");
+    assert!(!text.contains("tok-quoted-0123456789"), "{text}");
+    provider.shutdown().await;
+}

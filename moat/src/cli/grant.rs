@@ -217,11 +217,21 @@ impl CredentialSummary {
 /// (or a store written by the Go implementation) may have put OAuth material there, so anything
 /// named like a secret is hidden. `token_source` is shown as its own field.
 fn is_secretive(key: &str) -> bool {
+    const SECRET_WORDS: [&str; 11] = [
+        "token",
+        "secret",
+        "password",
+        "client_id",
+        "key",
+        "cookie",
+        "session",
+        "jwt",
+        "bearer",
+        "credential",
+        "private",
+    ];
     let key = key.to_ascii_lowercase();
-    key == META_TOKEN_SOURCE
-        || ["token", "secret", "password", "client_id"]
-            .iter()
-            .any(|word| key.contains(word))
+    key == META_TOKEN_SOURCE || SECRET_WORDS.iter().any(|word| key.contains(word))
 }
 
 /// The provider name to show for a store key: the provider that stores under it, else the key.
@@ -353,6 +363,10 @@ mod tests {
             "token_url",
             "db_password",
             "token_source",
+            "api_key",
+            "private_key",
+            "session_cookie",
+            "jwt",
         ] {
             assert!(is_secretive(key), "{key}");
         }

@@ -21,8 +21,8 @@ use moat_plugin_sdk::{
     AgentCommand, AgentProvider, Answer, Capability, CleanupToken, ContainerConfig, ContainerFiles,
     Credential, CredentialProvider, EndpointDecl, EndpointProvider, EndpointRequest,
     EndpointResponse, EnvVar, ErrorKind, GrantRequest, GrantStep, MountsRequest, PrepareOpts,
-    ProviderError, ProviderInfo, ProviderResult, ProxyRules, RefreshableProvider, Refreshed,
-    RunStoppedContext, RunStoppedHook, Secret,
+    ProviderError, ProviderInfo, ProviderResult, ProxyRule, ProxyRules, RefreshableProvider,
+    Refreshed, RunStoppedContext, RunStoppedHook, Secret,
 };
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -226,7 +226,37 @@ impl PluginProvider {
 
     /// A JSON-RPC error as a provider error: "method not found" is `unsupported`, a provider
     /// error carries its own kind and hint, anything else is internal.
+    /// `text` with every credential this plugin has handled replaced by `[REDACTED]`: what a
+    /// plugin says is shown to the user, and a careless plugin may quote a token.
+    fn redact(&self, text: &str) -> String {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        super::transport::redact_secrets(&secrets, text).into_owned()
+    }
+
+    /// Remembers every secret in `rules`, in whatever form the proxy will send it.
+    fn guard_rules(&self, rules: &ProxyRules) {
+        for rule in &rules.rules {
+            match rule {
+                ProxyRule::Credential { value, .. } => self.guard(value),
+                ProxyRule::TokenSubstitution { real, .. } => self.guard(real),
+                _ => {}
+            }
+        }
+    }
+
     fn remote_error(&self, method: &str, error: &ErrorObjectOwned) -> ProviderError {
+        let error = self.redacted(error);
+        self.describe_remote_error(method, &error)
+    }
+
+    /// The plugin's error with its message and data scrubbed of known secrets.
+    fn redacted(&self, error: &ErrorObjectOwned) -> ErrorObjectOwned {
+        let data = error.data().map(|raw| self.redact(raw.get()));
+        let data = data.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        ErrorObjectOwned::owned(error.code(), self.redact(error.message()), data)
+    }
+
+    fn describe_remote_error(&self, method: &str, error: &ErrorObjectOwned) -> ProviderError {
         let name = self.name();
         match error.code() {
             METHOD_NOT_FOUND_CODE => ProviderError::new(
@@ -322,14 +352,35 @@ impl CredentialProvider for PluginProvider {
         if let GrantStep::Done { credential, .. } = &step {
             self.guard(&credential.token);
         }
-        Ok(step)
+        // Notes and questions are shown to the user as the plugin wrote them: scrub them.
+        Ok(match step {
+            GrantStep::Done { credential, notes } => {
+                let notes = notes.iter().map(|note| self.redact(note)).collect();
+                GrantStep::Done { credential, notes }
+            }
+            GrantStep::Ask { prompts, notes } => {
+                let notes = notes.iter().map(|note| self.redact(note)).collect();
+                let prompts = prompts
+                    .into_iter()
+                    .map(|prompt| moat_plugin_sdk::Prompt {
+                        message: self.redact(&prompt.message),
+                        help: prompt.help.as_deref().map(|help| self.redact(help)),
+                        ..prompt
+                    })
+                    .collect();
+                GrantStep::Ask { prompts, notes }
+            }
+        })
     }
 
     async fn configure_proxy(&self, credential: &Credential) -> ProviderResult<ProxyRules> {
         self.guard(&credential.token);
         let params = CredentialRef { credential };
-        self.call(method::CONFIGURE_PROXY, &params, self.timeouts.call)
-            .await
+        let rules: ProxyRules = self
+            .call(method::CONFIGURE_PROXY, &params, self.timeouts.call)
+            .await?;
+        self.guard_rules(&rules);
+        Ok(rules)
     }
 
     async fn container_env(&self, credential: &Credential) -> ProviderResult<Vec<EnvVar>> {
@@ -416,6 +467,7 @@ impl RefreshableProvider for PluginProvider {
             .call(method::REFRESH, &params, self.timeouts.call)
             .await?;
         self.guard(&refreshed.credential.token);
+        self.guard_rules(&refreshed.rules);
         Ok(refreshed)
     }
 }

@@ -82,14 +82,10 @@ impl Shared {
 
     /// `text` with every remembered secret replaced by `[REDACTED]`.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = Cow::Borrowed(text);
-        for secret in secrets.iter() {
-            if text.contains(secret.expose()) {
-                text = Cow::Owned(text.replace(secret.expose(), "[REDACTED]"));
-            }
-        }
-        text
+        redact_secrets(
+            &self.secrets.lock().unwrap_or_else(|e| e.into_inner()),
+            text,
+        )
     }
 
     /// The first fatal condition the receiver saw, if any.
@@ -105,7 +101,11 @@ impl Shared {
     /// The last stderr lines, oldest first.
     pub fn stderr_tail(&self) -> Vec<String> {
         let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        tail.iter().cloned().collect()
+        // Redacted again on the way out: a secret learned after a line was kept (the token a
+        // grant returned, say) must not be shown by a later crash report either.
+        tail.iter()
+            .map(|line| self.redact(line).into_owned())
+            .collect()
     }
 
     fn push_stderr(&self, line: String) {
@@ -239,8 +239,9 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                             self.buf.len()
                         );
                     }
-                    let excerpt = excerpt(&self.buf);
-                    let excerpt = self.shared.redact(&excerpt);
+                    // Redacted whole before it is cut, so no part of a secret survives the cut.
+                    let line = String::from_utf8_lossy(&self.buf);
+                    let excerpt = excerpt(self.shared.redact(&line).as_bytes());
                     tracing::debug!(
                         target: LOG_TARGET,
                         provider = %self.shared.name,
@@ -384,6 +385,17 @@ fn category(err: &serde_json::Error) -> &'static str {
         serde_json::error::Category::Io => "I/O error",
         serde_json::error::Category::Data => "bad data",
     }
+}
+
+/// `text` with every secret in `secrets` replaced by `[REDACTED]`.
+pub(crate) fn redact_secrets<'a>(secrets: &[Secret], text: &'a str) -> Cow<'a, str> {
+    let mut text = Cow::Borrowed(text);
+    for secret in secrets {
+        if text.contains(secret.expose()) {
+            text = Cow::Owned(text.replace(secret.expose(), "[REDACTED]"));
+        }
+    }
+    text
 }
 
 /// The start of a skipped line, for the log.
