@@ -586,3 +586,91 @@ fn oversized_headers_inside_a_tunnel_are_refused() {
         .unwrap();
     assert!(body.contains("/fine"));
 }
+
+#[test]
+fn a_substituted_token_never_comes_back_in_headers_binary_or_compressed_bodies() {
+    let ca = TestCa::new();
+    let real = "123456:REAL-bot-token";
+    let placeholder = "moat-0123456789abcdef";
+    // An upstream that echoes the path (which carries the real token) everywhere it can.
+    let upstream = FakeHttps::start_for(&ca, &["api.telegram.org"], |request: &Recorded| {
+        let path = request.path.clone();
+        match request.path_only().rsplit('/').next().unwrap_or_default() {
+            "redirect" => Reply::status(302)
+                .with_header("location", path.clone())
+                .with_header("set-cookie", format!("p={path}")),
+            "binary" => Reply::status(200)
+                .with_header("content-type", "application/octet-stream")
+                .with_body(path.into_bytes()),
+            "gzip" => Reply::status(200)
+                .with_header("content-type", "text/plain")
+                .with_header("content-encoding", "gzip")
+                .with_body(path.into_bytes()),
+            "ws" => Reply::status(101)
+                .with_header("upgrade", "websocket")
+                .with_header("connection", "upgrade"),
+            _ => Reply::not_found(),
+        }
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.telegram.org:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _log) = proxy.register(
+        vec![rules(vec![
+            ProxyRule::TokenSubstitution {
+                host: "api.telegram.org".into(),
+                placeholder: placeholder.into(),
+                real: Secret::new(real),
+            },
+            ProxyRule::ResponseTransform {
+                host: "api.telegram.org".into(),
+                kind: TransformKind::ResponseScrub,
+            },
+        ])],
+        NetworkPolicy::default(),
+    );
+    let client = reqwest::blocking::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(format!("http://moat:{}@{}", token.as_str(), proxy.addr()))
+                .unwrap(),
+        )
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&proxy.ca_pem).unwrap()).unwrap(),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .http1_only() // upgrades exist only in HTTP/1.1
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let url = |what: &str| format!("https://api.telegram.org/bot{placeholder}/{what}");
+
+    let response = client.get(url("redirect")).send().unwrap();
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, format!("/bot{placeholder}/redirect"));
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!cookie.contains(real), "{cookie}");
+
+    let body = client.get(url("binary")).send().unwrap().bytes().unwrap();
+    assert_eq!(&body[..], format!("/bot{placeholder}/binary").as_bytes());
+
+    let response = client.get(url("gzip")).send().unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(!response.text().unwrap().contains(real));
+
+    let response = client
+        .get(url("ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // The upgrade was refused before anything reached the upstream.
+    assert!(upstream.requests().iter().all(|r| !r.path.ends_with("/ws")));
+}

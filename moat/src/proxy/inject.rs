@@ -447,15 +447,13 @@ pub(crate) fn response_transform(
     ResponseAction::None
 }
 
-/// Text, JSON or untyped, and not content-encoded (a compressed body cannot be searched).
+/// Not content-encoded (a compressed body cannot be searched). Any content type: an API can
+/// echo the token in a binary body as well as in JSON. (Encoded bodies on a substitution host are
+/// refused by the server before this is asked.)
 fn scrubbable(headers: &HeaderMap) -> bool {
-    let identity = headers
+    headers
         .get(hyper::header::CONTENT_ENCODING)
-        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let typed = headers
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    identity && typed.is_none_or(is_text_type)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 /// `text/*`, JSON, XML, form data, JavaScript: bodies worth logging or scrubbing.
@@ -765,11 +763,12 @@ mod tests {
             response_transform(&view, "GET", "/x", StatusCode::OK, &gzip),
             ResponseAction::None
         );
+        // Binary bodies are scrubbed too: an API can echo the token in any body.
         let image = headers(&[("content-type", "image/png")]);
-        assert_eq!(
+        assert!(matches!(
             response_transform(&view, "GET", "/x", StatusCode::OK, &image),
-            ResponseAction::None
-        );
+            ResponseAction::Scrub(_)
+        ));
         assert_eq!(
             response_transform(&view, "HEAD", "/x", StatusCode::OK, &json),
             ResponseAction::None

@@ -563,6 +563,18 @@ async fn handle(
     let view = state
         .rules
         .for_host(&target.host, target.port, scheme == Scheme::Https);
+    if upgrade && view.substitution.is_some() {
+        // After a 101 the bytes are relayed untouched: the real token the proxy substituted into
+        // the request could come back to the client unscrubbed.
+        let response = text(
+            StatusCode::FORBIDDEN,
+            "moat proxy: connection upgrades are refused on hosts whose token moat substitutes\n",
+        );
+        return pending.respond(
+            response,
+            Some("upgrade refused on a substitution host".into()),
+        );
+    }
     let Injected {
         headers: injected,
         grants,
@@ -687,6 +699,21 @@ async fn handle(
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(sub) = view.substitution {
+        // The request carried the real token (in its path or body): an upstream may echo it in a
+        // redirect's Location, a cookie, or a body the scrubber cannot read.
+        scrub_headers(&mut parts.headers, sub);
+        if view.transforms.contains(&TransformKind::ResponseScrub)
+            && !identity_encoded(&parts.headers)
+        {
+            let response = text(
+                StatusCode::BAD_GATEWAY,
+                "moat proxy: the upstream sent a compressed body, which cannot be scrubbed of the \
+                 substituted token; it was not passed on\n",
+            );
+            return pending.respond(response, Some("encoded body on a substitution host".into()));
+        }
+    }
     let body = match response_transform(&view, method.as_str(), &path, parts.status, &parts.headers)
     {
         ResponseAction::None => incoming(body),
@@ -778,6 +805,34 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.remove(CONNECTION);
         headers.remove(UPGRADE);
     }
+}
+
+/// Replaces the substituted token by its placeholder in every response header value.
+fn scrub_headers(headers: &mut hyper::HeaderMap, sub: &super::inject::Substitution) {
+    let real = sub.real.expose().as_bytes();
+    if real.is_empty() {
+        return;
+    }
+    for value in headers.values_mut() {
+        let bytes = value.as_bytes();
+        if bytes.windows(real.len()).any(|window| window == real) {
+            let replaced =
+                String::from_utf8_lossy(bytes).replace(sub.real.expose(), &sub.placeholder);
+            // The placeholder is visible ASCII, so the result is a valid header value; if the
+            // value was not text, drop it rather than pass the token on.
+            match HeaderValue::from_str(&replaced) {
+                Ok(clean) => *value = clean,
+                Err(_) => *value = HeaderValue::from_static("[removed by moat]"),
+            }
+        }
+    }
+}
+
+/// True when the body is not content-encoded (or says `identity`).
+fn identity_encoded(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 #[cfg(test)]
