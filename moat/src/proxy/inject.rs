@@ -271,9 +271,9 @@ impl CompiledRules {
         let mut out = Vec::new();
         for (_, list) in &self.credentials.entries {
             for cred in list {
-                let Ok(value) = cred.value.to_str() else {
-                    continue;
-                };
+                // A value that is not visible ASCII is still a secret: never skip it.
+                let value = String::from_utf8_lossy(cred.value.as_bytes()).into_owned();
+                let value = value.as_str();
                 out.push(value.to_owned());
                 if let Some((scheme, rest)) = value.split_once(' ') {
                     let rest = rest.trim();
@@ -293,8 +293,38 @@ impl CompiledRules {
         for (_, sub) in &self.substitution.entries {
             out.push(sub.real.expose().to_owned());
         }
+        // The same secrets as they travel inside URLs and encoded documents.
+        let encoded: Vec<String> = out
+            .iter()
+            .filter(|secret| secret.len() >= 6)
+            .flat_map(|secret| {
+                let b64 = &base64::engine::general_purpose::STANDARD;
+                let b64url = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                [
+                    percent_encode(secret),
+                    b64.encode(secret),
+                    b64url.encode(secret),
+                ]
+            })
+            .collect();
+        out.extend(encoded);
+        out.sort();
+        out.dedup();
         out
     }
+}
+
+/// `text` with every byte outside RFC 3986's unreserved set percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// What the injection did to one request, for the log (names and grants only).
@@ -805,6 +835,17 @@ mod tests {
         );
         assert_eq!(out.matches("[REDACTED]").count(), 4, "{out}");
         assert_eq!(redactor.redact("nothing here"), "nothing here");
+        // Encoded forms: a token with a colon in a URL, and a token in a base64 document.
+        let rules = compile(vec![ProxyRule::TokenSubstitution {
+            host: "t.org".into(),
+            placeholder: "moat-x".into(),
+            real: Secret::new("123456:tg-secret"),
+        }]);
+        let redactor = Redactor::new(rules.secrets());
+        let b64 = base64::engine::general_purpose::STANDARD.encode("123456:tg-secret");
+        let logged = format!("/bot123456%3Atg-secret/x {b64}");
+        let out = redactor.redact(&logged);
+        assert!(!out.contains("tg-secret") && !out.contains(&b64), "{out}");
     }
 
     #[test]
