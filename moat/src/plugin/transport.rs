@@ -36,6 +36,8 @@ pub const STDERR_TAIL_LINES: usize = 64;
 
 /// Longest stderr line kept or forwarded; the rest of a longer line is dropped.
 const MAX_STDERR_LINE: usize = 8 * 1024;
+/// Bytes dropped before the cut of an overlong stderr line: longer than any token.
+const CUT_MARGIN: usize = 1024;
 
 /// Longest excerpt of a skipped stdout line shown in the log.
 const SKIPPED_EXCERPT: usize = 120;
@@ -426,10 +428,15 @@ pub async fn forward_stderr<R: AsyncRead + Unpin>(stderr: R, shared: std::sync::
         }
         if buf.last() == Some(&b'\n') {
             buf.pop();
-        } else if buf.len() >= MAX_STDERR_LINE && !skip_rest_of_line(&mut reader).await {
-            // Overlong line: the rest is dropped; end of file after it.
-            record_stderr(&shared, &buf);
-            return;
+        } else if buf.len() >= MAX_STDERR_LINE {
+            // Overlong line: the rest is dropped. A secret cut in two by the limit could not be
+            // recognised and redacted, so the end of what is kept goes too.
+            buf.truncate(MAX_STDERR_LINE - CUT_MARGIN);
+            buf.extend_from_slice(" …(line cut)".as_bytes());
+            if !skip_rest_of_line(&mut reader).await {
+                record_stderr(&shared, &buf);
+                return;
+            }
         }
         if buf.last() == Some(&b'\r') {
             buf.pop();
@@ -680,6 +687,21 @@ mod tests {
         assert_eq!(tail.len(), STDERR_TAIL_LINES);
         assert_eq!(tail.last().unwrap(), "line 69");
         assert_eq!(tail[0], "line 6");
+
+        // A secret straddling the cut of an overlong line leaves no part of itself behind.
+        let secret = "tok-straddling-the-cut-0123456789";
+        let mut long = "y".repeat(MAX_STDERR_LINE - 10);
+        long.push_str(secret);
+        long.push('\n');
+        let cut = self::shared();
+        cut.remember_secret(&Secret::new(secret));
+        forward_stderr(long.as_bytes(), cut.clone()).await;
+        let kept = cut.stderr_tail().join("");
+        assert!(kept.ends_with("(line cut)"), "{}", &kept[kept.len() - 40..]);
+        assert!(
+            !kept.contains("tok-"),
+            "a prefix of the secret survived the cut"
+        );
 
         let shared3 = self::shared();
         let jsonrpsee = br#"{"level":"TRACE","fields":{"message":"Request: grant tok"},"target":"jsonrpsee_core::server"}"#;
