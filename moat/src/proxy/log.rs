@@ -65,6 +65,13 @@ impl RequestLog {
             options.mode(0o600);
         }
         let file = options.open(path)?;
+        // An existing log may have been created with looser permissions: it holds URLs and
+        // headers of the run's traffic, so it is the user's alone.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         let (lines, receiver) = mpsc::channel::<(Entry, Arc<Redactor>)>();
         let shown = path.display().to_string();
         std::thread::Builder::new()
@@ -286,6 +293,20 @@ impl Serialize for Headers<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_log_is_made_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network.jsonl");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _log = RequestLog::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
     use super::*;
     use hyper::header::{AUTHORIZATION, HeaderValue};
 
