@@ -674,3 +674,46 @@ fn a_substituted_token_never_comes_back_in_headers_binary_or_compressed_bodies()
     // The upgrade was refused before anything reached the upstream.
     assert!(upstream.requests().iter().all(|r| !r.path.ends_with("/ws")));
 }
+
+#[test]
+fn an_upstream_echoing_a_credential_in_a_response_header_does_not_hand_it_over() {
+    let ca = TestCa::new();
+    let real = "ghp_EchoedCredential0123456789";
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |request: &Recorded| {
+        let auth = request
+            .header("authorization")
+            .unwrap_or_default()
+            .to_string();
+        Reply::json(200, serde_json::json!({"ok": true})).with_header("x-debug-auth", auth)
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _log) = proxy.register(
+        vec![rules(vec![ProxyRule::Credential {
+            host: "api.example.com".into(),
+            header: "Authorization".into(),
+            value: Secret::new(format!("Bearer {real}")),
+            grant: "example".into(),
+        }])],
+        NetworkPolicy::default(),
+    );
+    let response = proxy
+        .client(&token)
+        .get("https://api.example.com/whoami")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.headers()["x-debug-auth"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!echoed.contains(real), "{echoed}");
+    // The upstream did receive the credential.
+    assert_eq!(
+        upstream.requests()[0].header("authorization"),
+        Some(format!("Bearer {real}").as_str())
+    );
+}

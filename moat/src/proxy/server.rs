@@ -699,6 +699,11 @@ async fn handle(
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    if !view.credentials.is_empty() {
+        // An upstream that echoes the request's credentials in a response header (a debug header,
+        // an error in a redirect) must not hand them to the client.
+        scrub_credential_headers(&mut parts.headers, view.credentials);
+    }
     if let Some(sub) = view.substitution {
         // The request carried the real token (in its path or body): an upstream may echo it in a
         // redirect's Location, a cookie, or a body the scrubber cannot read.
@@ -824,6 +829,35 @@ fn scrub_headers(headers: &mut hyper::HeaderMap, sub: &super::inject::Substituti
                 Ok(clean) => *value = clean,
                 Err(_) => *value = HeaderValue::from_static("[removed by moat]"),
             }
+        }
+    }
+}
+
+/// Replaces every response header value that contains one of `credentials` (the whole value,
+/// or the token after its scheme) by a marker.
+fn scrub_credential_headers(
+    headers: &mut hyper::HeaderMap,
+    credentials: &[super::inject::CredentialRule],
+) {
+    let needles: Vec<&[u8]> = credentials
+        .iter()
+        .flat_map(|credential| {
+            let value = credential.value.as_bytes();
+            let token = value
+                .iter()
+                .position(|b| *b == b' ')
+                .map(|i| &value[i + 1..]);
+            std::iter::once(value).chain(token)
+        })
+        .filter(|needle| needle.len() >= 6)
+        .collect();
+    for value in headers.values_mut() {
+        let bytes = value.as_bytes();
+        if needles
+            .iter()
+            .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+        {
+            *value = HeaderValue::from_static("[removed by moat: it held a credential]");
         }
     }
 }
