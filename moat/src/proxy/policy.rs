@@ -239,13 +239,78 @@ pub(crate) fn is_host_local(host: &str) -> bool {
 /// Addresses that lead to this machine or its link: loopback, unspecified and link-local (where
 /// cloud metadata services answer), IPv4-mapped IPv6 forms included (`::ffff:127.0.0.1` connects
 /// to 127.0.0.1, but `Ipv6Addr::is_loopback` only knows `::1`).
+/// The machine's own interface addresses (its LAN address, the Docker bridge's gateway) count
+/// too: a service bound to `0.0.0.0` answers on them just as on loopback.
 pub(crate) fn is_local_ip(ip: std::net::IpAddr) -> bool {
-    match ip.to_canonical() {
+    let ip = ip.to_canonical();
+    let special = match ip {
         std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
         std::net::IpAddr::V6(v6) => {
             v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()
         }
+    };
+    special || own_addresses().contains(&ip)
+}
+
+/// How long the list of the machine's addresses is trusted before it is read again (interfaces
+/// come and go: a Docker bridge appears when the engine starts).
+const OWN_ADDRESSES_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// This machine's interface addresses, re-read at most every [`OWN_ADDRESSES_TTL`].
+fn own_addresses() -> Vec<std::net::IpAddr> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static CACHE: Mutex<Option<(Instant, Vec<std::net::IpAddr>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    match cache.as_ref() {
+        Some((read, addresses)) if read.elapsed() < OWN_ADDRESSES_TTL => addresses.clone(),
+        _ => {
+            let addresses = interface_addresses();
+            *cache = Some((Instant::now(), addresses.clone()));
+            addresses
+        }
     }
+}
+
+/// Every address configured on this machine's interfaces (`getifaddrs(3)`).
+#[cfg(unix)]
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that we only read, then free once with
+    // freeifaddrs; every pointer is checked for null before it is read, and each sockaddr is read
+    // as the type its family says.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut entry = list;
+        while !entry.is_null() {
+            let addr = (*entry).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            entry = (*entry).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+#[cfg(not(unix))]
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    Vec::new()
 }
 
 fn parse_rule(rule: &str) -> Result<PathRule, &'static str> {
@@ -338,6 +403,21 @@ pub(crate) fn blocked_body(decision: &Decision, host: &str, method: &str, path: 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_machines_own_addresses_are_host_local() {
+        let own: Vec<_> = interface_addresses()
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
+            .collect();
+        assert!(
+            !own.is_empty(),
+            "this machine has a non-loopback interface (eth0, docker0)"
+        );
+        for ip in own {
+            assert!(is_host_local(&ip.to_string()), "{ip}");
+        }
+    }
 
     #[test]
     fn mapped_and_link_local_addresses_are_host_local() {
