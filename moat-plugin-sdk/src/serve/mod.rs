@@ -11,12 +11,12 @@
 //!         ProviderInfo::new("foo", "Foo API token")
 //!     }
 //!     async fn grant(&self, request: GrantRequest) -> ProviderResult<GrantStep> {
-//!         # unimplemented!()
-//!         // ...
+//!         // Ask for a token, validate it, return it (see the crate docs for a full grant).
+//!         # Ok(GrantStep::Ask { prompts: vec![Prompt::secret("token", "Foo token")], notes: vec![] })
 //!     }
 //!     async fn configure_proxy(&self, credential: &Credential) -> ProviderResult<ProxyRules> {
-//!         # unimplemented!()
-//!         // ...
+//!         // Say which header carries the token on which host.
+//!         # Ok(ProxyRules::new())
 //!     }
 //! }
 //!
