@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use jsonrpsee::Methods;
+use jsonrpsee::core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse};
+use jsonrpsee::types::{ErrorCode, ErrorObject, Params};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -144,7 +146,10 @@ impl Server {
             return;
         }
         match wire::classify(text) {
-            Envelope::Request { id, method } => self.request(text, id, method).await,
+            Envelope::Request { id, method, params } => {
+                let params = Params::new(params.map(|p| p.get())).into_owned();
+                self.request(id, method, params).await
+            }
             Envelope::Notification { method, params } => {
                 let params = params.map(|p| p.get().to_owned());
                 self.notification(&method, params.as_deref()).await
@@ -189,7 +194,7 @@ impl Server {
         }
     }
 
-    async fn request(&mut self, text: &str, id: String, name: String) {
+    async fn request(&mut self, id: String, name: String, params: Params<'static>) {
         if !self.ctx.initialized.load(Ordering::SeqCst) && !rpc::allowed_before_initialize(&name) {
             let message = format!("'{name}' before 'initialize': send 'initialize' first");
             let kind = Some(ErrorKind::InvalidInput);
@@ -201,12 +206,6 @@ impl Server {
                 None,
             ))
             .await;
-            return;
-        }
-        if name == method::INITIALIZE {
-            // Inline, so that every later line sees the handshake's outcome.
-            let line = dispatch(&self.methods, text, &id, &name).await;
-            self.send(line).await;
             return;
         }
         let duplicate = self
@@ -221,16 +220,37 @@ impl Server {
                 .await;
             return;
         }
-        let methods = self.methods.clone();
+        let mut call = Box::pin(dispatch(
+            self.methods.clone(),
+            id.clone(),
+            name.clone(),
+            params,
+        ));
+        // Polled once right here: most answers (`configure_proxy`, `container_env`, ...) are
+        // ready at once, and answering them without a task, an in-flight entry or a wake-up is
+        // most of a warm call's cost. `initialize` must finish here, so that every later line
+        // sees the handshake's outcome.
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        if let Poll::Ready(line) = first {
+            self.send(line).await;
+            return;
+        }
+        if name == method::INITIALIZE {
+            let line = call.await;
+            self.send(line).await;
+            return;
+        }
+        // Not ready: it goes on as a task of its own, cancellable by `$/cancel`, while this loop
+        // reads the next line. (A future may be polled with a new waker; the task's replaces
+        // this loop's.)
         let tx = self.tx.clone();
         let registry = Arc::clone(&self.in_flight);
-        let line = text.to_owned();
         let key = id.clone();
         // Inserted under the same lock the task takes to remove itself, so a fast task never
         // misses its own entry.
         let mut in_flight = self.in_flight.lock().expect("in-flight map");
         let handle = self.tasks.spawn(async move {
-            let response = dispatch(&methods, &line, &key, &name).await;
+            let response = call.await;
             let still_ours = registry.lock().expect("in-flight map").remove(&key);
             if still_ours.is_some() {
                 let _ = tx.send(Out::Line(response)).await;
@@ -267,22 +287,41 @@ impl Server {
     }
 }
 
-/// Runs one request through jsonrpsee; always yields a response line.
-async fn dispatch(methods: &Methods, line: &str, id: &str, name: &str) -> String {
+/// Runs one request through the jsonrpsee method registered for it; always yields a response
+/// line. The line was parsed once already (see [`wire::classify`]), so the method's callback is
+/// called directly with its id and params, not through `raw_json_request`, which would parse it
+/// again and set up a subscription channel for every call.
+async fn dispatch(methods: Methods, id: String, name: String, params: Params<'static>) -> String {
     let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-    let outcome = CatchUnwind(Box::pin(methods.raw_json_request(line, 1))).await;
-    let response = match outcome {
-        Ok(Ok((raw, _))) => String::from(Box::<str>::from(raw)),
-        Ok(Err(e)) => {
-            let message = format!("invalid request: {e}");
-            let kind = Some(ErrorKind::InvalidInput);
-            error_response(id, INVALID_REQUEST, &message, kind, None)
+    let Some(rpc_id) = wire::rpc_id(&id) else {
+        let message = "invalid request: `id` must be a string, a non-negative integer or null";
+        let kind = Some(ErrorKind::InvalidInput);
+        return error_response(&id, INVALID_REQUEST, message, kind, None);
+    };
+    let call = async {
+        match methods.method(&name) {
+            None => MethodResponse::error(rpc_id, ErrorObject::from(ErrorCode::MethodNotFound)),
+            Some(MethodCallback::Sync(callback)) => {
+                callback(rpc_id, params, usize::MAX, Extensions::new())
+            }
+            Some(MethodCallback::Async(callback)) => {
+                let extensions = Extensions::new();
+                callback(rpc_id, params, ConnectionId(0), usize::MAX, extensions).await
+            }
+            // The SDK registers neither.
+            Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) => {
+                MethodResponse::error(rpc_id, ErrorObject::from(ErrorCode::MethodNotFound))
+            }
         }
+    };
+    let outcome = CatchUnwind(Box::pin(call)).await;
+    let response = match outcome {
+        Ok(response) => String::from(Box::<str>::from(response.into_json())),
         Err(panic) => {
             let message = format!("the provider panicked in '{name}': {}", panic_text(&panic));
             tracing::error!(method = name, "{message}");
             error_response(
-                id,
+                &id,
                 INTERNAL_ERROR,
                 &message,
                 Some(ErrorKind::Internal),
@@ -297,7 +336,7 @@ async fn dispatch(methods: &Methods, line: &str, id: &str, name: &str) -> String
         );
         tracing::error!(method = name, "{message}");
         error_response(
-            id,
+            &id,
             INTERNAL_ERROR,
             &message,
             Some(ErrorKind::Internal),

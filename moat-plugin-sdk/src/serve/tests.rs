@@ -630,3 +630,20 @@ async fn many_concurrent_calls_are_each_answered_once() {
     assert!(rest.is_empty());
     result.unwrap();
 }
+
+#[tokio::test]
+async fn ids_jsonrpsee_cannot_hold_are_invalid_requests_answered_with_the_id() {
+    let mut h = Harness::start(MockProvider::new("m"));
+    h.initialize().await;
+    h.send_line(r#"{"jsonrpc":"2.0","id":-4,"method":"configure_proxy","params":{}}"#)
+        .await;
+    let answer = h.recv().await;
+    assert_eq!(answer["id"], -4);
+    assert_eq!(error_code(&answer), -32600);
+    // A string id is answered with the same string.
+    h.send_line(r#"{"jsonrpc":"2.0","id":"x\u0079","method":"no_such_method"}"#)
+        .await;
+    let answer = h.recv().await;
+    assert_eq!(answer["id"], "xy");
+    assert_eq!(error_code(&answer), -32601);
+}

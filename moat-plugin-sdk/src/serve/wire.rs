@@ -86,7 +86,11 @@ fn strip_cr(buf: &mut Vec<u8>) {
 #[derive(Debug)]
 pub(crate) enum Envelope<'a> {
     /// A request: has an `id` and a `method`. `id` is the canonical JSON of the id.
-    Request { id: String, method: String },
+    Request {
+        id: String,
+        method: String,
+        params: Option<&'a RawValue>,
+    },
     /// A notification: a `method` and no `id`.
     Notification {
         method: String,
@@ -103,6 +107,8 @@ pub(crate) enum Envelope<'a> {
 
 #[derive(Deserialize)]
 struct Fields<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(default)]
@@ -160,7 +166,15 @@ pub(crate) fn classify(text: &str) -> Envelope<'_> {
         }
     };
     match (id, fields.method) {
-        (Some(id), Some(method)) => Envelope::Request { id, method },
+        (Some(id), Some(_)) if fields.jsonrpc.as_deref() != Some("2.0") => Envelope::Invalid {
+            id,
+            reason: "a request must have \"jsonrpc\": \"2.0\"",
+        },
+        (Some(id), Some(method)) => Envelope::Request {
+            id,
+            method,
+            params: fields.params,
+        },
         (None, Some(method)) => Envelope::Notification {
             method,
             params: fields.params,
@@ -175,8 +189,26 @@ pub(crate) fn classify(text: &str) -> Envelope<'_> {
 
 /// The canonical JSON text of an id (`1`, `"abc"`, `null`), or `None` for other JSON types.
 pub(crate) fn canonical_id(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    // The common case, a small integer, is already canonical.
+    if !text.is_empty() && text.len() < 20 && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(text.to_owned());
+    }
     let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
     canonical_id_value(&value)
+}
+
+/// The jsonrpsee id for a canonical id text, or `None` for an id jsonrpsee cannot represent (a
+/// negative or fractional number).
+pub(crate) fn rpc_id(canonical: &str) -> Option<jsonrpsee::types::Id<'static>> {
+    use jsonrpsee::types::Id;
+    match canonical.as_bytes().first()? {
+        b'n' => Some(Id::Null),
+        b'"' => serde_json::from_str::<String>(canonical)
+            .ok()
+            .map(|s| Id::Str(s.into())),
+        _ => canonical.parse::<u64>().ok().map(Id::Number),
+    }
 }
 
 /// The canonical JSON text of an id given as a value.
@@ -246,14 +278,18 @@ mod tests {
     fn envelopes_are_sorted() {
         assert!(matches!(
             classify(r#"{"jsonrpc":"2.0","id":1,"method":"grant"}"#),
-            Envelope::Request { id, method } if id == "1" && method == "grant"
+            Envelope::Request { id, method, params: None } if id == "1" && method == "grant"
         ));
         assert!(matches!(
-            classify(r#"{"id":"a b","method":"x"}"#),
+            classify(r#"{"jsonrpc":"2.0","id":2,"method":"mounts","params":{"a":[1]}}"#),
+            Envelope::Request { params: Some(p), .. } if p.get() == r#"{"a":[1]}"#
+        ));
+        assert!(matches!(
+            classify(r#"{"jsonrpc":"2.0","id":"a b","method":"x"}"#),
             Envelope::Request { id, .. } if id == r#""a b""#
         ));
         assert!(matches!(
-            classify(r#"{"id":null,"method":"x"}"#),
+            classify(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#),
             Envelope::Request { id, .. } if id == "null"
         ));
         assert!(matches!(
@@ -275,9 +311,35 @@ mod tests {
             Envelope::Invalid { .. }
         ));
         assert!(matches!(classify(r#"{"id":3}"#), Envelope::Invalid { id, .. } if id == "3"));
+        assert!(matches!(
+            classify(r#"{"id":5,"method":"grant"}"#),
+            Envelope::Invalid { id, .. } if id == "5"
+        ));
+        assert!(matches!(
+            classify(r#"{"jsonrpc":"1.0","id":5,"method":"grant"}"#),
+            Envelope::Invalid { .. }
+        ));
         assert!(matches!(classify("{nope"), Envelope::ParseError(_)));
         assert!(matches!(classify("[nope"), Envelope::ParseError(_)));
         assert!(matches!(classify("hello"), Envelope::ParseError(_)));
+    }
+
+    #[test]
+    fn ids_have_one_canonical_text() {
+        let canonical = |text: &str| canonical_id(&RawValue::from_string(text.into()).unwrap());
+        assert_eq!(canonical("7").as_deref(), Some("7"));
+        assert_eq!(canonical("0").as_deref(), Some("0"));
+        assert_eq!(canonical("-7").as_deref(), Some("-7"));
+        assert_eq!(canonical(r#""\u0061""#).as_deref(), Some(r#""a""#));
+        assert_eq!(canonical("null").as_deref(), Some("null"));
+        assert_eq!(canonical("[1]"), None);
+        assert_eq!(rpc_id("7"), Some(jsonrpsee::types::Id::Number(7)));
+        assert_eq!(
+            rpc_id(r#""a""#),
+            Some(jsonrpsee::types::Id::Str("a".into()))
+        );
+        assert_eq!(rpc_id("null"), Some(jsonrpsee::types::Id::Null));
+        assert_eq!(rpc_id("-7"), None);
     }
 
     #[test]
