@@ -3,8 +3,8 @@
 //!
 //! - [`discovery`]: find the executables on the absolute entries of `PATH`, then in
 //!   `$MOAT_HOME/plugins/`; report the ones that are not executable or are shadowed.
-//! - [`process`]: start one, talk to it through jsonrpsee's client over a line transport
-//!   ([`transport`]), with a timeout on every call; stop it gracefully or kill it, always reap it.
+//! - [`process`]: start one, talk to it through a JSON-RPC [`client`] over its stdio (read by
+//!   [`transport`]), with a timeout on every call; stop it gracefully or kill it, always reap it.
 //! - [`adapter`]: [`PluginProvider`], the traits implemented by calling the plugin, so the
 //!   registry, the CLI and the manager cannot tell it from a built-in.
 //! - [`cache`]: the `initialize` answers by binary identity, so listings do not start plugins.
@@ -18,6 +18,7 @@
 pub mod adapter;
 pub mod cache;
 pub mod check;
+pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod process;

@@ -1,4 +1,4 @@
-//! One running plugin: the child process, the jsonrpsee client over its stdio, its stderr, and
+//! One running plugin: the child process, the JSON-RPC client over its stdio, its stderr, and
 //! the rules for ending it.
 //!
 //! The host owns the process. Every call has a timeout; a timeout, a crash or a protocol violation
@@ -11,25 +11,20 @@
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jsonrpsee::core::ClientError;
-use jsonrpsee::core::client::async_client::RpcService;
-use jsonrpsee::core::client::{Client, ClientBuilder};
-use jsonrpsee::core::middleware::{Request, RpcServiceBuilder, RpcServiceT};
-use jsonrpsee::types::{Id, InvalidRequestId, ResponseSuccess};
 use moat_plugin_sdk::protocol::{
     self, InitializeParams, InitializeResult, PROTOCOL_VERSION, code, method,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
+use tokio::process::ChildStdin;
 use tokio::sync::{Notify, OnceCell, watch};
 
+use super::client::{Client, RpcError};
 use super::error::{ExitReport, Failure, PluginFault, redact_quoted};
-use super::transport::{LineReceiver, LineSender, Shared, forward_stderr};
+use super::transport::{LineReceiver, Shared, forward_stderr};
 
 /// The environment variable that overrides every timeout except `grant`'s, in seconds.
 pub const TIMEOUT_ENV: &str = "MOAT_PLUGIN_TIMEOUT_SECS";
@@ -93,49 +88,8 @@ impl Timeouts {
     }
 }
 
-/// The jsonrpsee client without its logging middleware: that one logs every request at trace
-/// level, and requests carry credentials.
-type RpcClient = Client<RpcService>;
-
-/// The jsonrpsee client, and its request service called directly.
-///
-/// `Client::request` races every request against a `futures-timer` delay (the client's own request
-/// timeout, which cannot be turned off), and creating and dropping that delay wakes the
-/// `futures-timer` helper thread twice per call: on a small machine that costs more than the rest
-/// of a warm call (see `moat/benches/plugin.rs`). Moat puts its own limit on every call anyway
-/// (with tokio's timer, driven by the runtime's own threads), so requests go straight to the
-/// client's service, exactly as `Client::request` sends them, with ids from `next_id`.
-#[derive(Debug)]
-struct Rpc {
-    /// Owns the background tasks; dropping it (with `service`) ends them, which closes the
-    /// plugin's stdin.
-    client: RpcClient,
-    service: RpcService,
-    next_id: AtomicU64,
-}
-
-impl Rpc {
-    /// Sends one request and waits for its answer, without a limit (the caller has one).
-    async fn request(
-        &self,
-        method: &str,
-        params: Box<RawValue>,
-    ) -> Result<Box<RawValue>, ClientError> {
-        let id = Id::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let response = match self
-            .service
-            .call(Request::borrowed(method, Some(&params), id))
-            .await
-        {
-            Ok(response) => response,
-            // What `Client::request` does: the reason the background tasks stopped.
-            Err(ClientError::ServiceDisconnect) => return Err(self.client.on_disconnect().await),
-            Err(err) => return Err(err),
-        };
-        let success = ResponseSuccess::try_from(response.into_response().into_inner())?;
-        Ok(success.result)
-    }
-}
+/// The client talking to one plugin.
+type Rpc = Client<ChildStdin>;
 
 /// Why a call did not return a result.
 #[derive(Debug)]
@@ -265,33 +219,11 @@ impl Connection {
             let _ = status_tx.send(Some(status.ok()));
         });
 
-        // The middleware only keeps a handle on the client's service (see `Rpc`).
-        let built: Arc<Mutex<Option<RpcService>>> = Arc::default();
-        let keep = built.clone();
-        let client = ClientBuilder::default()
-            // Each call has its own limit (see `call`); this one only has to be longer.
-            .request_timeout(Duration::from_secs(24 * 3600))
-            .max_concurrent_requests(16)
-            .set_rpc_middleware(
-                RpcServiceBuilder::new().layer_fn(move |service: RpcService| {
-                    *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(service.clone());
-                    service
-                }),
-            )
-            .build_with_tokio(
-                LineSender::new(stdin),
-                LineReceiver::new(stdout, shared.clone()),
-            );
-        let service = built
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("building the client builds its service");
-        let rpc = Rpc {
-            client,
-            service,
-            next_id: AtomicU64::new(0),
-        };
+        let rpc = Client::start(
+            stdin,
+            LineReceiver::new(stdout, shared.clone()),
+            shared.clone(),
+        );
 
         Ok(Connection {
             shared,
@@ -374,28 +306,20 @@ impl Connection {
                 .unwrap_or_else(|| Failure::Io("the connection was already closed".into()));
             return Err(CallError::Fatal(failure));
         };
-        let params = match serde_json::value::to_raw_value(params) {
-            Ok(params) => params,
-            Err(err) => return Err(self.classify(ClientError::ParseError(err), limit)),
-        };
         match tokio::time::timeout(limit, client.request(method, params)).await {
             Err(_) => Err(CallError::Fatal(Failure::Timeout(limit))),
             Ok(Ok(raw)) => serde_json::from_str(raw.get())
                 .map_err(|err| CallError::BadResult(redact_quoted(&err.to_string()))),
-            Ok(Err(err)) => Err(self.classify(err, limit)),
-        }
-    }
-
-    fn classify(&self, err: ClientError, limit: Duration) -> CallError {
-        match err {
-            ClientError::Call(object) => CallError::Remote(object),
-            ClientError::ParseError(err) => CallError::BadResult(redact_quoted(&err.to_string())),
-            ClientError::RequestTimeout => CallError::Fatal(Failure::Timeout(limit)),
-            ClientError::RestartNeeded(inner) => {
-                CallError::Fatal(self.shared.fault().unwrap_or_else(|| from_backend(&inner)))
+            Ok(Err(RpcError::Remote(error))) => Err(CallError::Remote(error)),
+            Ok(Err(RpcError::Encode(err))) => {
+                Err(CallError::BadResult(redact_quoted(&err.to_string())))
             }
-            // Never the error's text: jsonrpsee may quote the message it could not handle.
-            other => CallError::Fatal(self.shared.fault().unwrap_or_else(|| from_backend(&other))),
+            // What moat's receiver saw, else the plugin closed its stdout or broke the pipe.
+            Ok(Err(RpcError::Closed)) => Err(CallError::Fatal(
+                self.shared
+                    .fault()
+                    .unwrap_or(Failure::Exited(ExitReport::Unknown)),
+            )),
         }
     }
 
@@ -451,14 +375,13 @@ impl Connection {
         self.ended
             .get_or_init(|| async {
                 if let Some(client) = self.take_client() {
-                    let empty = serde_json::value::to_raw_value(&protocol::Empty {})
-                        .expect("an empty object serializes");
-                    let answer = client.request(method::SHUTDOWN, empty);
-                    if let Ok(Err(err)) = tokio::time::timeout(self.timeouts.shutdown, answer).await {
-                        tracing::debug!(provider = %self.shared.name, "shutdown: {err}");
+                    let answer = client.request(method::SHUTDOWN, &protocol::Empty {});
+                    if let Ok(Err(_)) = tokio::time::timeout(self.timeouts.shutdown, answer).await {
+                        // Not the error itself: a plugin's message is not scrubbed here.
+                        tracing::debug!(provider = %self.shared.name, "shutdown was not answered");
                     }
-                    // Dropping the last client ends its tasks, which closes the plugin's stdin.
-                    drop(client);
+                    // End of file on its stdin, even while another caller still holds the client.
+                    client.close().await;
                 }
                 match self.child.wait_for(self.timeouts.exit).await {
                     Some(report) => report,
@@ -480,21 +403,6 @@ impl Drop for Connection {
             // child's kill_on_drop does).
             self.child.kill.notify_one();
         }
-    }
-}
-
-/// The failure behind a client error that moat's receiver did not record itself.
-fn from_backend(err: &ClientError) -> Failure {
-    match err {
-        ClientError::RestartNeeded(inner) => from_backend(inner),
-        ClientError::InvalidRequestId(InvalidRequestId::NotPendingRequest(id)) => {
-            Failure::WrongId(id.chars().take(40).collect())
-        }
-        ClientError::Transport(_) => Failure::Exited(ExitReport::Unknown),
-        ClientError::ParseError(_) | ClientError::Custom(_) => {
-            Failure::NotJsonRpc("a message moat could not read as a JSON-RPC response".into())
-        }
-        _ => Failure::Io("the connection failed".into()),
     }
 }
 

@@ -1,9 +1,8 @@
-//! The stdio transport under jsonrpsee's async client, and the plugin's stderr.
+//! Reading a plugin's stdout (one JSON-RPC message per line) and its stderr.
 //!
-//! One JSON-RPC message per line. The receiver is the careful half:
+//! [`LineReceiver`] is the careful half of the stdio transport under [`super::client`]:
 //!
-//! - a line that does not start with `{` (a banner, a stray `print`) is logged and skipped, because
-//!   jsonrpsee's client would otherwise fail every later call (`RestartNeeded`);
+//! - a line that does not start with `{` (a banner, a stray `print`) is logged and skipped;
 //! - a line longer than [`protocol::MAX_LINE_BYTES`] is fatal;
 //! - a line that starts with `{` but is not JSON, or is JSON but not a JSON-RPC 2.0 response or
 //!   notification, is fatal;
@@ -11,20 +10,23 @@
 //!   requests (not part of protocol v1) are logged and skipped;
 //! - end of file is reported.
 //!
+//! Each line is parsed once: a response comes out as its id and its result (still raw JSON, for
+//! the caller to read as the type it expects) or its error object.
+//!
 //! Fatal conditions are recorded in [`Shared`] before the receiver fails, so the connection can
-//! say precisely what happened instead of relaying jsonrpsee's generic error (whose text may
-//! quote the offending message, and so a token).
+//! say precisely what happened, never quoting the offending message (which may hold a token).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use jsonrpsee::core::client::{ReceivedMessage, TransportReceiverT, TransportSenderT};
+use jsonrpsee::types::ErrorObjectOwned;
 use moat_plugin_sdk::{Secret, protocol};
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use serde::de::Deserializer;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::error::Failure;
 
@@ -95,7 +97,7 @@ impl Shared {
         self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_fault(&self, failure: Failure) {
+    pub(crate) fn set_fault(&self, failure: Failure) {
         let mut fault = self.fault.lock().unwrap_or_else(|e| e.into_inner());
         fault.get_or_insert(failure);
     }
@@ -133,41 +135,7 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
 }
 
-/// Writes one message per line to the plugin's stdin.
-pub struct LineSender<W> {
-    writer: Option<W>,
-}
-
-impl<W> LineSender<W> {
-    pub fn new(writer: W) -> Self {
-        LineSender {
-            writer: Some(writer),
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin + Send + 'static> TransportSenderT for LineSender<W> {
-    type Error = std::io::Error;
-
-    async fn send(&mut self, msg: String) -> Result<(), Self::Error> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(std::io::ErrorKind::BrokenPipe.into());
-        };
-        // serde_json never writes a raw newline in compact output, so a message is one line.
-        let mut line = msg.into_bytes();
-        line.push(b'\n');
-        writer.write_all(&line).await?;
-        writer.flush().await
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        // Dropping the pipe is the plugin's end of file.
-        self.writer.take();
-        Ok(())
-    }
-}
-
-/// Reads the plugin's stdout line by line and hands jsonrpsee only JSON-RPC frames.
+/// Reads the plugin's stdout line by line and hands on only the responses.
 pub struct LineReceiver<R> {
     reader: BufReader<R>,
     shared: std::sync::Arc<Shared>,
@@ -198,7 +166,7 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
     }
 
     /// The next JSON-RPC response, skipping everything else.
-    pub async fn next_frame(&mut self) -> Result<Vec<u8>, TransportError> {
+    pub async fn next_response(&mut self) -> Result<Response, TransportError> {
         loop {
             self.buf.clear();
             let limit = self.max_line as u64 + 1;
@@ -250,7 +218,7 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                         "skipped stdout line: {excerpt}"
                     );
                 }
-                Line::Response => return Ok(std::mem::take(&mut self.buf)),
+                Line::Response(response) => return Ok(response),
                 Line::Log { level, message } => {
                     let message = self.shared.redact(&message).into_owned();
                     emit(&self.shared.name, &level, &message);
@@ -273,27 +241,39 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> TransportReceiverT for LineReceiver<R> {
-    type Error = TransportError;
+/// An answer to one of moat's requests.
+#[derive(Debug)]
+pub struct Response {
+    /// The id of the request it answers.
+    pub id: u64,
+    /// The result as raw JSON, or the error object.
+    pub outcome: Result<Box<RawValue>, ErrorObjectOwned>,
+}
 
-    async fn receive(&mut self) -> Result<ReceivedMessage, Self::Error> {
-        self.next_frame().await.map(ReceivedMessage::Bytes)
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && match (&self.outcome, &other.outcome) {
+                (Ok(a), Ok(b)) => a.get() == b.get(),
+                (Err(a), Err(b)) => a == b,
+                _ => false,
+            }
     }
 }
 
 /// What one stdout line is.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 enum Line {
     Blank,
     NotJson,
-    Response,
+    Response(Response),
     Log { level: String, message: String },
     Notification(String),
     Request(String),
     Invalid(Failure),
 }
 
-/// The envelope fields moat looks at; everything else is left to jsonrpsee.
+/// Every member of a message moat reads; unknown members are ignored.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(default, borrow)]
@@ -303,7 +283,7 @@ struct Envelope<'a> {
     #[serde(default, deserialize_with = "present")]
     id: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "present")]
-    result: Option<IgnoredAny>,
+    result: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     error: Option<serde_json::Value>,
     #[serde(default)]
@@ -362,7 +342,7 @@ fn classify(line: &[u8]) -> Line {
     }
     if envelope.result.is_some() || envelope.error.is_some() {
         if has_id {
-            return Line::Response;
+            return response(envelope);
         }
         let code = envelope
             .error
@@ -378,6 +358,34 @@ fn classify(line: &[u8]) -> Line {
     Line::Invalid(Failure::NotJsonRpc(
         "a JSON object that is neither a response nor a notification".into(),
     ))
+}
+
+/// A response with an id: the id must be one moat could have sent, and exactly one of `result`
+/// and `error` must be there, the error a JSON-RPC error object.
+fn response(envelope: Envelope<'_>) -> Line {
+    let raw_id = envelope.id.unwrap_or_default();
+    let Some(id) = raw_id.as_u64() else {
+        // moat's ids are non-negative integers.
+        let text: String = raw_id.to_string().chars().take(40).collect();
+        return Line::Invalid(Failure::WrongId(text));
+    };
+    let outcome = match (envelope.result, envelope.error) {
+        (Some(result), None) => Ok(result),
+        (None, Some(error)) => match serde_json::from_value::<ErrorObjectOwned>(error) {
+            Ok(error) => Err(error),
+            Err(_) => {
+                return Line::Invalid(Failure::NotJsonRpc(
+                    "an error object without an integer `code` and a string `message`".into(),
+                ));
+            }
+        },
+        _ => {
+            return Line::Invalid(Failure::NotJsonRpc(
+                "a response with both `result` and `error`".into(),
+            ));
+        }
+    };
+    Line::Response(Response { id, outcome })
 }
 
 fn category(err: &serde_json::Error) -> &'static str {
@@ -550,14 +558,20 @@ mod tests {
         assert_eq!(classify(b"   "), Line::Blank);
         assert_eq!(classify(b"Welcome to my plugin!"), Line::NotJson);
         assert_eq!(classify(b"[1,2]"), Line::NotJson);
-        assert_eq!(
-            classify(br#"{"jsonrpc":"2.0","id":1,"result":null}"#),
-            Line::Response
-        );
-        assert_eq!(
-            classify(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}"#),
-            Line::Response
-        );
+        let Line::Response(ok) = classify(br#"{"jsonrpc":"2.0","id":1,"result":null}"#) else {
+            panic!("not a response")
+        };
+        assert_eq!(ok.id, 1);
+        assert_eq!(ok.outcome.unwrap().get(), "null");
+        let Line::Response(error) = classify(
+            br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"x","data":{"kind":"unsupported"}}}"#,
+        ) else {
+            panic!("not a response")
+        };
+        assert_eq!(error.id, 2);
+        let error = error.outcome.unwrap_err();
+        assert_eq!((error.code(), error.message()), (-32601, "x"));
+        assert_eq!(error.data().unwrap().get(), r#"{"kind":"unsupported"}"#);
         assert_eq!(
             classify(
                 br#"{"jsonrpc":"2.0","method":"$/log","params":{"level":"info","message":"hi"}}"#
@@ -589,11 +603,30 @@ mod tests {
             br#"{"jsonrpc":"2.0","hello":1}"#,
             br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}"#,
             br#"{"jsonrpc":"2.0","method":12}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"x"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"error":"text"}"#,
         ] {
             assert!(
                 matches!(classify(bad), Line::Invalid(Failure::NotJsonRpc(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn ids_moat_never_sends_are_wrong_ids() {
+        for (line, id) in [
+            (&br#"{"jsonrpc":"2.0","id":"1","result":{}}"#[..], r#""1""#),
+            (br#"{"jsonrpc":"2.0","id":-3,"result":{}}"#, "-3"),
+            (br#"{"jsonrpc":"2.0","id":1.5,"result":{}}"#, "1.5"),
+        ] {
+            assert_eq!(
+                classify(line),
+                Line::Invalid(Failure::WrongId(id.into())),
+                "{}",
+                String::from_utf8_lossy(line)
             );
         }
     }
@@ -612,13 +645,11 @@ mod tests {
         let input = b"banner\n\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n0123456789ABCDEF\n{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":\"0123456789\"}\n";
         let shared = shared();
         let mut rx = LineReceiver::with_max_line(&input[..], shared.clone(), 40);
-        assert_eq!(
-            rx.next_frame().await.unwrap(),
-            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#
-        );
+        let first = rx.next_response().await.unwrap();
+        assert_eq!((first.id, first.outcome.unwrap().get()), (1, "{}"));
         // The banner-like line of 16 bytes fits; the next frame is too long.
         assert!(matches!(
-            rx.next_frame().await,
+            rx.next_response().await,
             Err(TransportError::Protocol(Failure::LineTooLong))
         ));
         assert_eq!(shared.fault(), Some(Failure::LineTooLong));
@@ -627,7 +658,7 @@ mod tests {
     #[tokio::test]
     async fn the_receiver_reports_eof() {
         let mut rx = LineReceiver::new(&b"hello\n"[..], shared());
-        assert!(matches!(rx.next_frame().await, Err(TransportError::Eof)));
+        assert!(matches!(rx.next_response().await, Err(TransportError::Eof)));
     }
 
     #[derive(Clone, Default)]
