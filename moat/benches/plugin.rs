@@ -4,12 +4,12 @@
 //! that load from elsewhere on the machine hits both alike:
 //!
 //! 1. **Warm call**: `configure_proxy` on a running plugin through moat's real host path
-//!    ([`PluginProvider`] → jsonrpsee client → line transport → pipe → the SDK's `serve` in a child
+//!    ([`PluginProvider`] → moat's JSON-RPC client → pipe → the SDK's `serve` in a child
 //!    process), against a bare line echo: the same request line written to `cat` over a pipe and
 //!    read back with the same tokio pipe types, from the same caller. Measured twice: called from
 //!    the future `block_on` runs on the main thread (where moat's CLI commands run), and from a
 //!    task on the runtime's workers. A third line writes the request straight to the SDK plugin
-//!    (no jsonrpsee client, no moat), to split the cost between host and plugin. Targets: p50
+//!    (no client, no moat), to split the cost between host and plugin. Targets: p50
 //!    within 2x of the echo, and under 100 µs.
 //! 2. **Cold call**: a [`PluginProvider`] that is not running: spawn, `initialize`, one
 //!    `configure_proxy`, then the graceful `shutdown` until the process is reaped. Against spawning
@@ -262,7 +262,7 @@ fn credential() -> Credential {
     Credential::new("bench", "bench-token-0123456789abcdef")
 }
 
-/// The line moat sends for `configure_proxy`, as jsonrpsee's client writes it.
+/// The line moat sends for `configure_proxy`, as its client writes it.
 fn request_line(id: u64) -> String {
     let params = serde_json::json!({ "credential": credential() });
     let request = serde_json::json!({
@@ -325,7 +325,7 @@ async fn measure_warm(plugin: PathBuf, rounds: usize, per_round: usize) -> Warm 
     };
 
     // The SDK plugin alone: the same line written straight to its stdin, the answer read back
-    // (no jsonrpsee client, no moat), to split the cost between the two sides.
+    // (no client, no moat), to split the cost between the two sides.
     let mut raw = tokio::process::Command::new(&plugin)
         .arg(protocol::PLUGIN_FLAG)
         .env(protocol::PLUGIN_ENV, "1")
