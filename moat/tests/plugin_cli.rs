@@ -228,6 +228,31 @@ fn grant_through_a_plugin_stores_the_credential() {
 }
 
 #[test]
+fn a_token_the_plugin_logs_before_returning_it_is_redacted() {
+    let mut env = Env::new();
+    env.install("bin", "fake", "logs_token");
+    let token = "tok-self-read-0123456789";
+    env.set("FAKE_TOKEN", token);
+    // At trace level every line the plugin writes is shown, so nothing hides the leak but
+    // redaction: the plugin logs the token before moat could know it.
+    let output = env
+        .moat()
+        .args(["-vv", "grant", "fake", "--no-input"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains(token), "{stderr}");
+    for line in [
+        "read token [REDACTED]",
+        "plain line with [REDACTED]",
+        "about to return [REDACTED]",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
+    }
+}
+
+#[test]
 fn a_broken_plugin_does_not_break_moat() {
     let env = Env::new();
     env.install("bin", "crashy", "exit_at_start");

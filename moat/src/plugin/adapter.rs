@@ -30,6 +30,7 @@ use tokio::sync::Mutex;
 
 use super::error::PluginFault;
 use super::process::{CallError, Connection, Timeouts, handshake};
+use super::transport::OutputHold;
 
 /// How often a plugin that declares `refresh` without an interval is refreshed.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -77,6 +78,20 @@ impl PluginProvider {
         let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         if !secrets.contains(secret) {
             secrets.push(secret.clone());
+        }
+    }
+
+    /// Lets go of the plugin's held log once every secret known now is scrubbed from it.
+    fn release(&self, held: Option<OutputHold>) {
+        if let Some(held) = held {
+            for secret in self
+                .secrets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                held.remember_secret(secret);
+            }
         }
     }
 
@@ -181,6 +196,23 @@ impl PluginProvider {
         P: Serialize + Sync,
         R: DeserializeOwned,
     {
+        let (result, _) = self.request_holding(method, params, limit, false).await?;
+        Ok(result)
+    }
+
+    /// Like [`request`](Self::request); with `hold`, what the plugin logs during the call is
+    /// held back until the returned guard is dropped (on failure, until this returns).
+    async fn request_holding<P, R>(
+        &self,
+        method: &str,
+        params: &P,
+        limit: Duration,
+        hold: bool,
+    ) -> Result<(R, Option<OutputHold>), Rejected>
+    where
+        P: Serialize + Sync,
+        R: DeserializeOwned,
+    {
         let connection = self
             .connection()
             .await
@@ -193,8 +225,9 @@ impl PluginProvider {
         {
             connection.remember_secret(secret);
         }
+        let held = hold.then(|| connection.hold_output());
         let failure = match connection.call(method, params, limit).await {
-            Ok(result) => return Ok(result),
+            Ok(result) => return Ok((result, held)),
             Err(CallError::Remote(error)) if error.code() == METHOD_NOT_FOUND_CODE => {
                 return Err(Rejected::NotFound(self.remote_error(method, &error)));
             }
@@ -331,7 +364,19 @@ impl CredentialProvider for PluginProvider {
             .for_each(|secret| self.guard(secret));
         // What a grant returns gets stored: it is checked against the protocol's schema first,
         // so a plugin that returns something malformed is told exactly which field is wrong.
-        let answer: serde_json::Value = self.call(method::GRANT, &request, limit).await?;
+        // The plugin's log is held during the call: it may log the token it returns before moat
+        // knows it, so it is let go only once that token is remembered.
+        let (answer, held): (serde_json::Value, _) = self
+            .request_holding(method::GRANT, &request, limit, true)
+            .await
+            .map_err(Rejected::into_error)?;
+        if let Some(token) = answer
+            .pointer("/credential/token")
+            .and_then(serde_json::Value::as_str)
+        {
+            self.guard(&Secret::from(token));
+        }
+        self.release(held);
         let malformed = |problems: Vec<String>| {
             ProviderError::new(
                 ErrorKind::Internal,
@@ -463,11 +508,14 @@ impl RefreshableProvider for PluginProvider {
     async fn refresh(&self, credential: &Credential) -> ProviderResult<Refreshed> {
         self.guard(&credential.token);
         let params = CredentialRef { credential };
-        let refreshed: Refreshed = self
-            .call(method::REFRESH, &params, self.timeouts.call)
-            .await?;
+        // Held like grant's: the new token may be logged before moat knows it.
+        let (refreshed, held): (Refreshed, _) = self
+            .request_holding(method::REFRESH, &params, self.timeouts.call, true)
+            .await
+            .map_err(Rejected::into_error)?;
         self.guard(&refreshed.credential.token);
         self.guard_rules(&refreshed.rules);
+        self.release(held);
         Ok(refreshed)
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 
 use super::client::{Client, RpcError};
 use super::error::{ExitReport, Failure, PluginFault, redact_quoted};
-use super::transport::{LineReceiver, Shared, forward_stderr};
+use super::transport::{LineReceiver, OutputHold, Shared, forward_stderr};
 
 /// The environment variable that overrides every timeout except `grant`'s, in seconds.
 pub const TIMEOUT_ENV: &str = "MOAT_PLUGIN_TIMEOUT_SECS";
@@ -262,6 +262,11 @@ impl Connection {
     /// Scrubs `secret` from everything this plugin writes, before moat logs or keeps it.
     pub fn remember_secret(&self, secret: &moat_plugin_sdk::Secret) {
         self.shared.remember_secret(secret);
+    }
+
+    /// Holds back what the plugin logs until the guard is dropped (see [`Shared::hold_output`]).
+    pub fn hold_output(&self) -> OutputHold {
+        self.shared.hold_output()
     }
 
     /// The last lines the plugin wrote on stderr (for reports and `moat plugin check`).

@@ -59,6 +59,60 @@ pub struct Shared {
     /// Credentials this plugin has been handed or has returned: scrubbed from everything it
     /// writes before moat logs or keeps it, so a careless plugin cannot leak one through moat.
     secrets: Mutex<Vec<Secret>>,
+    /// What the plugin logged while its output is held (see [`Shared::hold_output`]).
+    held: Mutex<Held>,
+}
+
+/// Log lines kept back while a call that may return a new secret is in flight.
+#[derive(Debug, Default)]
+struct Held {
+    /// How many holds are in force; lines are forwarded when it drops to zero.
+    holds: usize,
+    lines: VecDeque<(String, String)>,
+    dropped: usize,
+}
+
+/// Most log lines kept back during one hold; older ones are dropped (and counted).
+const MAX_HELD_LINES: usize = 256;
+
+/// Forwards what the plugin logged while it was held, redacted with every secret known by then,
+/// when dropped.
+#[must_use = "the plugin's log is held until this is dropped"]
+pub struct OutputHold {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl OutputHold {
+    /// Scrubs `secret` from the held lines (and everything later) before they are let go.
+    pub fn remember_secret(&self, secret: &Secret) {
+        self.shared.remember_secret(secret);
+    }
+}
+
+impl Drop for OutputHold {
+    fn drop(&mut self) {
+        let (lines, dropped) = {
+            let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.holds = held.holds.saturating_sub(1);
+            if held.holds > 0 {
+                return;
+            }
+            (
+                std::mem::take(&mut held.lines),
+                std::mem::take(&mut held.dropped),
+            )
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                target: LOG_TARGET,
+                provider = %self.shared.name,
+                "{dropped} earlier log lines of the plugin were dropped while they were held"
+            );
+        }
+        for (level, message) in lines {
+            emit(&self.shared.name, &level, &self.shared.redact(&message));
+        }
+    }
 }
 
 impl Shared {
@@ -69,7 +123,38 @@ impl Shared {
             fault: Mutex::new(None),
             tail: Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)),
             secrets: Mutex::new(Vec::new()),
+            held: Mutex::new(Held::default()),
         }
+    }
+
+    /// Holds back what the plugin logs until the returned guard is dropped.
+    ///
+    /// For `grant`: a plugin may log the token it is about to return (read from an environment
+    /// variable, say) before moat knows that token, so redaction could not catch it. Held lines
+    /// are redacted again when they are let go, after the caller has remembered the returned
+    /// credential. The stderr tail is redacted on the way out already.
+    pub fn hold_output(self: &std::sync::Arc<Self>) -> OutputHold {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).holds += 1;
+        OutputHold {
+            shared: self.clone(),
+        }
+    }
+
+    /// Logs one line the plugin wrote (already redacted with what is known), or keeps it back
+    /// while the output is held.
+    fn forward(&self, level: &str, message: String) {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if held.holds > 0 {
+                if held.lines.len() == MAX_HELD_LINES {
+                    held.lines.pop_front();
+                    held.dropped += 1;
+                }
+                held.lines.push_back((level.to_string(), message));
+                return;
+            }
+        }
+        emit(&self.name, level, &message);
     }
 
     /// Adds `secret` to what is scrubbed from the plugin's output. Very short values are not
@@ -221,9 +306,9 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                 Line::Response(response) => return Ok(response),
                 Line::Log { level, message } => {
                     let message = self.shared.redact(&message).into_owned();
-                    emit(&self.shared.name, &level, &message);
-                    let level = level.to_ascii_lowercase();
-                    self.shared.push_stderr(format!("{level}: {message}"));
+                    let kept = format!("{}: {message}", level.to_ascii_lowercase());
+                    self.shared.forward(&level, message);
+                    self.shared.push_stderr(kept);
                 }
                 Line::Notification(method) => tracing::debug!(
                     target: LOG_TARGET,
@@ -480,15 +565,17 @@ fn record_stderr(shared: &Shared, line: &[u8]) {
     let kept = match parse_log_line(&text) {
         Some(Record::Dropped) => return,
         Some(Record::Log(level, message)) => {
-            emit(&shared.name, &level, &message);
-            if level.is_empty() {
-                message
+            let kept = if level.is_empty() {
+                message.clone()
             } else {
                 format!("{}: {message}", level.to_ascii_lowercase())
-            }
+            };
+            shared.forward(&level, message);
+            kept
         }
         None => {
-            tracing::debug!(target: LOG_TARGET, provider = %shared.name, "{text}");
+            // Unstructured: at debug.
+            shared.forward("", text.to_string());
             text.into_owned()
         }
     };
@@ -700,6 +787,50 @@ mod tests {
         assert!(
             lines[1].contains("DEBUG moat::plugin: plain words provider=gitlab"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn held_lines_wait_for_the_last_hold_and_are_redacted_with_what_is_known_then() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        let shared = Arc::new(Shared::new("p".into(), "/x".into()));
+        let text = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = shared.hold_output();
+            let inner = shared.hold_output();
+            for i in 0..MAX_HELD_LINES + 2 {
+                record_stderr(&shared, format!("filler {i}").as_bytes());
+            }
+            record_stderr(
+                &shared,
+                br#"{"level":"info","message":"got tok-0123456789"}"#,
+            );
+            drop(inner);
+            assert_eq!(text(), "", "nothing is logged while a hold is in force");
+            outer.remember_secret(&Secret::from("tok-0123456789"));
+            drop(outer);
+            record_stderr(&shared, b"after");
+        });
+        let text = text();
+        assert!(!text.contains("tok-0123456789"), "{text}");
+        // The oldest lines went over the bound: counted, not shown.
+        assert!(text.contains("3 earlier log lines"), "{text}");
+        assert!(text.contains("INFO moat::plugin: got [REDACTED]"), "{text}");
+        assert!(!text.contains("filler 2 "), "{text}");
+        assert!(text.contains("filler 3 "), "{text}");
+        assert!(text.trim_end().ends_with("after provider=p"), "{text}");
+        // The tail kept everything, and shows it redacted.
+        assert!(
+            shared
+                .stderr_tail()
+                .iter()
+                .all(|l| !l.contains("tok-0123456789"))
         );
     }
 
