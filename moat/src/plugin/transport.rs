@@ -251,10 +251,12 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
     }
 
     /// The next JSON-RPC response, skipping everything else.
+    ///
+    /// Cancel-safe: a line half read when the caller stopped waiting stays in the buffer and is
+    /// continued by the next call, so the stream never loses its place.
     pub async fn next_response(&mut self) -> Result<Response, TransportError> {
         loop {
-            self.buf.clear();
-            let limit = self.max_line as u64 + 1;
+            let limit = (self.max_line as u64 + 1).saturating_sub(self.buf.len() as u64);
             let read = (&mut self.reader)
                 .take(limit)
                 .read_until(b'\n', &mut self.buf)
@@ -266,20 +268,25 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                     return Err(err.into());
                 }
             };
-            if n == 0 {
+            if n == 0 && self.buf.is_empty() {
                 return Err(TransportError::Eof);
             }
-            let terminated = self.buf.last() == Some(&b'\n');
-            if terminated {
-                self.buf.pop();
-                if self.buf.last() == Some(&b'\r') {
-                    self.buf.pop();
+            // A line is complete at its newline, at the end of the output, or once too long.
+            let mut end = self.buf.len();
+            if self.buf.last() == Some(&b'\n') {
+                end -= 1;
+                if end > 0 && self.buf[end - 1] == b'\r' {
+                    end -= 1;
                 }
             }
-            if self.buf.len() > self.max_line {
+            if end > self.max_line {
                 return Err(self.fatal(Failure::LineTooLong));
             }
-            match classify(&self.buf) {
+            let line = classify(&self.buf[..end]);
+            let skipped = matches!(line, Line::NotJson)
+                .then(|| String::from_utf8_lossy(&self.buf[..end]).into_owned());
+            self.buf.clear();
+            match line {
                 Line::Blank => {}
                 Line::NotJson => {
                     // Once per process at warn, without the content (a stray print may hold
@@ -291,11 +298,11 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                             provider = %self.shared.name,
                             "the plugin wrote a line that is not JSON-RPC on stdout ({} bytes, \
                              skipped); plugins must log to stderr",
-                            self.buf.len()
+                            skipped.as_ref().map_or(0, String::len)
                         );
                     }
                     // Redacted whole before it is cut, so no part of a secret survives the cut.
-                    let line = String::from_utf8_lossy(&self.buf);
+                    let line = skipped.unwrap_or_default();
                     let excerpt = excerpt(self.shared.redact(&line).as_bytes());
                     tracing::debug!(
                         target: LOG_TARGET,
@@ -634,6 +641,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     fn shared() -> Arc<Shared> {
         Arc::new(Shared::new("t".into(), "/x".into()))
@@ -740,6 +748,27 @@ mod tests {
             Err(TransportError::Protocol(Failure::LineTooLong))
         ));
         assert_eq!(shared.fault(), Some(Failure::LineTooLong));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_read_loses_nothing() {
+        let (mut plugin, host) = tokio::io::duplex(1024);
+        let mut rx = LineReceiver::new(host, shared());
+        plugin
+            .write_all(br#"{"jsonrpc":"2.0","id":1,"#)
+            .await
+            .unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), rx.next_response()).await;
+        assert!(waited.is_err(), "half a line is not a response");
+        plugin
+            .write_all(b"\"result\":{\"ok\":1}}\n{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":2}\n")
+            .await
+            .unwrap();
+        let first = rx.next_response().await.unwrap();
+        assert_eq!((first.id, first.outcome.unwrap().get()), (1, r#"{"ok":1}"#));
+        let second = rx.next_response().await.unwrap();
+        assert_eq!((second.id, second.outcome.unwrap().get()), (2, "2"));
     }
 
     #[tokio::test]
