@@ -326,3 +326,49 @@ async fn a_token_quoted_in_a_plugin_error_is_scrubbed() {
     assert!(!text.contains("tok-quoted-0123456789"), "{text}");
     provider.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_credential_goes_back_only_to_the_executable_it_was_granted_through() {
+    let fx = fixture(
+        "fake",
+        &[("FAKE_TOKEN", "tok-pinned-0123456"), ("FAKE_CAPS", "refresh")],
+    );
+    let provider = PluginProvider::start(&fx.path, "fake", fast())
+        .await
+        .unwrap();
+    let step = provider.grant(GrantRequest::default()).await.unwrap();
+    let GrantStep::Done { credential, .. } = step else {
+        panic!("{step:?}")
+    };
+    let pin = moat::plugin::pin::sha256_file(&fx.path).unwrap();
+    assert_eq!(credential.metadata.get(moat::plugin::pin::PIN_KEY), Some(&pin));
+    provider.configure_proxy(&credential).await.unwrap();
+
+    // The executable changes on disk (an update, or someone with write access to PATH).
+    let changed = std::fs::read_to_string(&fx.path).unwrap() + "# changed\n";
+    support::write_executable(&fx.path, &changed, 0o755);
+    // The running process is still the one the credential was granted through.
+    provider.configure_proxy(&credential).await.unwrap();
+    // A new process runs the new executable: the credential is not handed to it.
+    provider.shutdown().await;
+    let err = provider.configure_proxy(&credential).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidCredential, "{err:?}");
+    assert!(err.message.contains("moat did not hand it over"), "{err:?}");
+    assert!(err.hint.as_deref().unwrap().contains("moat grant fake"), "{err:?}");
+    let refresh = provider.as_refreshable().unwrap();
+    assert_eq!(
+        refresh.refresh(&credential).await.unwrap_err().kind,
+        ErrorKind::InvalidCredential
+    );
+
+    // A credential stored before pinning existed is handed over as before; refreshed, it is
+    // pinned to the executable that refreshed it.
+    let unpinned = Credential::new("fake", "tok-unpinned-0123456");
+    provider.configure_proxy(&unpinned).await.unwrap();
+    let refreshed = refresh.refresh(&unpinned).await.unwrap();
+    assert_eq!(
+        refreshed.credential.metadata.get(moat::plugin::pin::PIN_KEY),
+        Some(&moat::plugin::pin::sha256_file(&fx.path).unwrap())
+    );
+    provider.shutdown().await;
+}

@@ -29,6 +29,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use tokio::sync::Mutex;
 
 use super::error::PluginFault;
+use super::pin::PIN_KEY;
 use super::process::{CallError, Connection, Timeouts, handshake};
 use super::transport::OutputHold;
 
@@ -39,6 +40,28 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 #[derive(Serialize)]
 struct CredentialRef<'a> {
     credential: &'a Credential,
+}
+
+/// How one call is made.
+#[derive(Debug, Default, Clone, Copy)]
+struct CallOptions<'a> {
+    /// The pin of the credential handed over: the process must run that executable.
+    pin: Option<&'a str>,
+    /// Hold the plugin's log until the caller lets go (grant, refresh: see `release`).
+    hold: bool,
+}
+
+/// A call's result, with what the caller may still need of it.
+struct Exchange<R> {
+    result: R,
+    held: Option<OutputHold>,
+    /// The process that answered (its executable is what a returned credential is pinned to).
+    connection: Arc<Connection>,
+}
+
+/// The pin a credential carries, if it was granted through a plugin that recorded one.
+fn pin_of(credential: &Credential) -> Option<&str> {
+    credential.metadata.get(PIN_KEY).map(String::as_str)
 }
 
 /// A plugin executable as a provider.
@@ -79,6 +102,64 @@ impl PluginProvider {
         if !secrets.contains(secret) {
             secrets.push(secret.clone());
         }
+    }
+
+    /// Refuses to hand a credential pinned to another executable to this process.
+    async fn check_pin(&self, connection: &Connection, pinned: &str) -> ProviderResult<()> {
+        let actual = connection.binary_sha256().await.map_err(|err| {
+            ProviderError::new(
+                ErrorKind::Internal,
+                format!(
+                    "cannot read plugin {} ({}) to check it against its credential: {err}",
+                    self.name(),
+                    self.path.display()
+                ),
+            )
+        })?;
+        if actual == pinned {
+            return Ok(());
+        }
+        let short = |digest: &str| digest.chars().take(12).collect::<String>();
+        Err(ProviderError::new(
+            ErrorKind::InvalidCredential,
+            format!(
+                "the {name} credential was granted through another {prefix}{name} than the one \
+                 at {path} now (sha256 {then}… then, {now}… now); moat did not hand it over",
+                name = self.name(),
+                prefix = moat_plugin_sdk::protocol::EXECUTABLE_PREFIX,
+                path = self.path.display(),
+                then = short(pinned),
+                now = short(actual),
+            ),
+        )
+        .with_hint(format!(
+            "If you updated the plugin, run 'moat grant {name}' again. If you did not, find out \
+             who changed {path}.",
+            name = self.name(),
+            path = self.path.display()
+        )))
+    }
+
+    /// Records in `credential` the executable it was granted (or refreshed) through.
+    async fn pin(
+        &self,
+        credential: &mut Credential,
+        connection: &Connection,
+    ) -> ProviderResult<()> {
+        let digest = connection.binary_sha256().await.map_err(|err| {
+            ProviderError::new(
+                ErrorKind::Internal,
+                format!(
+                    "cannot read plugin {} ({}) to pin its credential: {err}",
+                    self.name(),
+                    self.path.display()
+                ),
+            )
+        })?;
+        credential
+            .metadata
+            .insert(PIN_KEY.to_string(), digest.to_string());
+        Ok(())
     }
 
     /// Lets go of the plugin's held log once every secret known now is scrubbed from it.
@@ -166,49 +247,58 @@ impl PluginProvider {
         Ok(connection)
     }
 
-    /// Calls `method`; a dead or misbehaving plugin is stopped, reaped and reported.
-    async fn call<P, R>(&self, method: &str, params: &P, limit: Duration) -> ProviderResult<R>
+    /// Calls `method`; a dead or misbehaving plugin is stopped, reaped and reported. `pin` is the
+    /// pin of the credential in `params`, if it has one (see [`super::pin`]).
+    async fn call<P, R>(
+        &self,
+        method: &str,
+        params: &P,
+        limit: Duration,
+        pin: Option<&str>,
+    ) -> ProviderResult<R>
     where
         P: Serialize + Sync,
         R: DeserializeOwned,
     {
-        self.request(method, params, limit)
+        let options = CallOptions { pin, hold: false };
+        self.exchange(method, params, limit, options)
             .await
+            .map(|exchange| exchange.result)
             .map_err(Rejected::into_error)
     }
 
     /// Like [`call`](Self::call), with "method not found" read as "not implemented, use the
     /// trait's default", as for a built-in that does not override the method.
-    async fn call_or_default<P, R>(&self, method: &str, params: &P) -> ProviderResult<R>
+    async fn call_or_default<P, R>(
+        &self,
+        method: &str,
+        params: &P,
+        pin: Option<&str>,
+    ) -> ProviderResult<R>
     where
         P: Serialize + Sync,
         R: DeserializeOwned + Default,
     {
-        match self.request(method, params, self.timeouts.call).await {
-            Ok(result) => Ok(result),
+        let options = CallOptions { pin, hold: false };
+        match self
+            .exchange(method, params, self.timeouts.call, options)
+            .await
+        {
+            Ok(exchange) => Ok(exchange.result),
             Err(Rejected::NotFound(_)) => Ok(R::default()),
             Err(Rejected::Other(err)) => Err(err),
         }
     }
 
-    async fn request<P, R>(&self, method: &str, params: &P, limit: Duration) -> Result<R, Rejected>
-    where
-        P: Serialize + Sync,
-        R: DeserializeOwned,
-    {
-        let (result, _) = self.request_holding(method, params, limit, false).await?;
-        Ok(result)
-    }
-
-    /// Like [`request`](Self::request); with `hold`, what the plugin logs during the call is
-    /// held back until the returned guard is dropped (on failure, until this returns).
-    async fn request_holding<P, R>(
+    /// One call, on the running process (started if needed): the pin checked first, the known
+    /// secrets handed to its output scrubber, its log held if asked.
+    async fn exchange<P, R>(
         &self,
         method: &str,
         params: &P,
         limit: Duration,
-        hold: bool,
-    ) -> Result<(R, Option<OutputHold>), Rejected>
+        options: CallOptions<'_>,
+    ) -> Result<Exchange<R>, Rejected>
     where
         P: Serialize + Sync,
         R: DeserializeOwned,
@@ -217,6 +307,11 @@ impl PluginProvider {
             .connection()
             .await
             .map_err(|fault| Rejected::Other(fault.into()))?;
+        if let Some(pin) = options.pin {
+            self.check_pin(&connection, pin)
+                .await
+                .map_err(Rejected::Other)?;
+        }
         for secret in self
             .secrets
             .lock()
@@ -225,9 +320,15 @@ impl PluginProvider {
         {
             connection.remember_secret(secret);
         }
-        let held = hold.then(|| connection.hold_output());
+        let held = options.hold.then(|| connection.hold_output());
         let failure = match connection.call(method, params, limit).await {
-            Ok(result) => return Ok((result, held)),
+            Ok(result) => {
+                return Ok(Exchange {
+                    result,
+                    held,
+                    connection,
+                });
+            }
             Err(CallError::Remote(error)) if error.code() == METHOD_NOT_FOUND_CODE => {
                 return Err(Rejected::NotFound(self.remote_error(method, &error)));
             }
@@ -366,8 +467,16 @@ impl CredentialProvider for PluginProvider {
         // so a plugin that returns something malformed is told exactly which field is wrong.
         // The plugin's log is held during the call: it may log the token it returns before moat
         // knows it, so it is let go only once that token is remembered.
-        let (answer, held): (serde_json::Value, _) = self
-            .request_holding(method::GRANT, &request, limit, true)
+        let options = CallOptions {
+            pin: None,
+            hold: true,
+        };
+        let Exchange {
+            result: answer,
+            held,
+            connection,
+        } = self
+            .exchange::<_, serde_json::Value>(method::GRANT, &request, limit, options)
             .await
             .map_err(Rejected::into_error)?;
         if let Some(token) = answer
@@ -399,7 +508,11 @@ impl CredentialProvider for PluginProvider {
         }
         // Notes and questions are shown to the user as the plugin wrote them: scrub them.
         Ok(match step {
-            GrantStep::Done { credential, notes } => {
+            GrantStep::Done {
+                mut credential,
+                notes,
+            } => {
+                self.pin(&mut credential, &connection).await?;
                 let notes = notes.iter().map(|note| self.redact(note)).collect();
                 GrantStep::Done { credential, notes }
             }
@@ -422,7 +535,12 @@ impl CredentialProvider for PluginProvider {
         self.guard(&credential.token);
         let params = CredentialRef { credential };
         let rules: ProxyRules = self
-            .call(method::CONFIGURE_PROXY, &params, self.timeouts.call)
+            .call(
+                method::CONFIGURE_PROXY,
+                &params,
+                self.timeouts.call,
+                pin_of(credential),
+            )
             .await?;
         self.guard_rules(&rules);
         Ok(rules)
@@ -431,19 +549,21 @@ impl CredentialProvider for PluginProvider {
     async fn container_env(&self, credential: &Credential) -> ProviderResult<Vec<EnvVar>> {
         self.guard(&credential.token);
         let params = CredentialRef { credential };
-        let result: ContainerEnvResult =
-            self.call_or_default(method::CONTAINER_ENV, &params).await?;
+        let result: ContainerEnvResult = self
+            .call_or_default(method::CONTAINER_ENV, &params, pin_of(credential))
+            .await?;
         Ok(result.env)
     }
 
     async fn mounts(&self, request: MountsRequest) -> ProviderResult<ContainerFiles> {
         self.guard(&request.credential.token);
-        self.call_or_default(method::MOUNTS, &request).await
+        let pin = pin_of(&request.credential);
+        self.call_or_default(method::MOUNTS, &request, pin).await
     }
 
     async fn cleanup(&self, token: CleanupToken) -> ProviderResult<()> {
         let params = CleanupParams { token };
-        let _: Option<IgnoredAny> = self.call_or_default(method::CLEANUP, &params).await?;
+        let _: Option<IgnoredAny> = self.call_or_default(method::CLEANUP, &params, None).await?;
         Ok(())
     }
 
@@ -474,7 +594,8 @@ impl AgentProvider for PluginProvider {
         if let Some(credential) = &opts.credential {
             self.guard(&credential.token);
         }
-        self.call(method::PREPARE_CONTAINER, &opts, self.timeouts.call)
+        let pin = opts.credential.as_ref().and_then(pin_of);
+        self.call(method::PREPARE_CONTAINER, &opts, self.timeouts.call, pin)
             .await
     }
 
@@ -491,7 +612,8 @@ impl EndpointProvider for PluginProvider {
 
     async fn endpoint(&self, request: EndpointRequest) -> ProviderResult<EndpointResponse> {
         self.guard(&request.credential.token);
-        self.call(method::ENDPOINT, &request, self.timeouts.call)
+        let pin = pin_of(&request.credential);
+        self.call(method::ENDPOINT, &request, self.timeouts.call, pin)
             .await
     }
 }
@@ -509,13 +631,23 @@ impl RefreshableProvider for PluginProvider {
         self.guard(&credential.token);
         let params = CredentialRef { credential };
         // Held like grant's: the new token may be logged before moat knows it.
-        let (refreshed, held): (Refreshed, _) = self
-            .request_holding(method::REFRESH, &params, self.timeouts.call, true)
+        let options = CallOptions {
+            pin: pin_of(credential),
+            hold: true,
+        };
+        let Exchange {
+            result: mut refreshed,
+            held,
+            connection,
+        } = self
+            .exchange::<_, Refreshed>(method::REFRESH, &params, self.timeouts.call, options)
             .await
             .map_err(Rejected::into_error)?;
         self.guard(&refreshed.credential.token);
         self.guard_rules(&refreshed.rules);
         self.release(held);
+        // Pinned to the executable that refreshed it, like a granted one.
+        self.pin(&mut refreshed.credential, &connection).await?;
         Ok(refreshed)
     }
 }
@@ -527,7 +659,7 @@ impl RunStoppedHook for PluginProvider {
         context: RunStoppedContext,
     ) -> ProviderResult<BTreeMap<String, String>> {
         let result: RunStoppedResult = self
-            .call(method::RUN_STOPPED, &context, self.timeouts.call)
+            .call(method::RUN_STOPPED, &context, self.timeouts.call, None)
             .await?;
         Ok(result.metadata)
     }

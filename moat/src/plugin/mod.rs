@@ -9,6 +9,7 @@
 //!   registry, the CLI and the manager cannot tell it from a built-in.
 //! - [`cache`]: the `initialize` answers by binary identity, so listings do not start plugins.
 //! - [`schema`]: answers checked against protocol v1's JSON Schema.
+//! - [`pin`]: credentials granted through a plugin go back only to the same executable.
 //! - [`check`]: the conformance check behind `moat plugin check`, for plugin authors.
 //!
 //! [`Plugins::load`] ties them together for `main`: discover, take what the cache knows, ask the
@@ -21,6 +22,7 @@ pub mod check;
 pub mod client;
 pub mod discovery;
 pub mod error;
+pub mod pin;
 pub mod process;
 pub mod schema;
 pub mod transport;

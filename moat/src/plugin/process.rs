@@ -168,6 +168,8 @@ pub struct Connection {
     child: ChildHandle,
     timeouts: Timeouts,
     ended: OnceCell<ExitReport>,
+    /// The SHA-256 of the executable, read when first asked (see [`Connection::binary_sha256`]).
+    sha256: OnceCell<Result<String, String>>,
 }
 
 impl Connection {
@@ -236,6 +238,7 @@ impl Connection {
             },
             timeouts,
             ended: OnceCell::new(),
+            sha256: OnceCell::new(),
         })
     }
 
@@ -262,6 +265,25 @@ impl Connection {
     /// Scrubs `secret` from everything this plugin writes, before moat logs or keeps it.
     pub fn remember_secret(&self, secret: &moat_plugin_sdk::Secret) {
         self.shared.remember_secret(secret);
+    }
+
+    /// The SHA-256 (lower-case hex) of the executable this connection started, read once, when
+    /// first asked: credentials are pinned to it (see `PluginProvider`). Read from the path, not
+    /// from the running image, so a script is hashed itself rather than its interpreter.
+    pub async fn binary_sha256(&self) -> Result<&str, String> {
+        let path = self.shared.path.clone();
+        let digest = self
+            .sha256
+            .get_or_init(|| async move {
+                let hashed = tokio::task::spawn_blocking(move || super::pin::sha256_file(&path));
+                match hashed.await {
+                    Ok(Ok(digest)) => Ok(digest),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(join) => Err(join.to_string()),
+                }
+            })
+            .await;
+        digest.as_deref().map_err(Clone::clone)
     }
 
     /// Holds back what the plugin logs until the guard is dropped (see [`Shared::hold_output`]).
