@@ -331,7 +331,10 @@ async fn a_token_quoted_in_a_plugin_error_is_scrubbed() {
 async fn a_credential_goes_back_only_to_the_executable_it_was_granted_through() {
     let fx = fixture(
         "fake",
-        &[("FAKE_TOKEN", "tok-pinned-0123456"), ("FAKE_CAPS", "refresh")],
+        &[
+            ("FAKE_TOKEN", "tok-pinned-0123456"),
+            ("FAKE_CAPS", "refresh"),
+        ],
     );
     let provider = PluginProvider::start(&fx.path, "fake", fast())
         .await
@@ -341,7 +344,10 @@ async fn a_credential_goes_back_only_to_the_executable_it_was_granted_through() 
         panic!("{step:?}")
     };
     let pin = moat::plugin::pin::sha256_file(&fx.path).unwrap();
-    assert_eq!(credential.metadata.get(moat::plugin::pin::PIN_KEY), Some(&pin));
+    assert_eq!(
+        credential.metadata.get(moat::plugin::pin::PIN_KEY),
+        Some(&pin)
+    );
     provider.configure_proxy(&credential).await.unwrap();
 
     // The executable changes on disk (an update, or someone with write access to PATH).
@@ -354,7 +360,10 @@ async fn a_credential_goes_back_only_to_the_executable_it_was_granted_through() 
     let err = provider.configure_proxy(&credential).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidCredential, "{err:?}");
     assert!(err.message.contains("moat did not hand it over"), "{err:?}");
-    assert!(err.hint.as_deref().unwrap().contains("moat grant fake"), "{err:?}");
+    assert!(
+        err.hint.as_deref().unwrap().contains("moat grant fake"),
+        "{err:?}"
+    );
     let refresh = provider.as_refreshable().unwrap();
     assert_eq!(
         refresh.refresh(&credential).await.unwrap_err().kind,
@@ -367,7 +376,10 @@ async fn a_credential_goes_back_only_to_the_executable_it_was_granted_through() 
     provider.configure_proxy(&unpinned).await.unwrap();
     let refreshed = refresh.refresh(&unpinned).await.unwrap();
     assert_eq!(
-        refreshed.credential.metadata.get(moat::plugin::pin::PIN_KEY),
+        refreshed
+            .credential
+            .metadata
+            .get(moat::plugin::pin::PIN_KEY),
         Some(&moat::plugin::pin::sha256_file(&fx.path).unwrap())
     );
     provider.shutdown().await;

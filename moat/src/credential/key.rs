@@ -18,6 +18,12 @@
 //! absent keychain can block. Every keychain call runs on a dedicated thread with a timeout; a
 //! failure or timeout falls back to the file, with one warning per process.
 //!
+//! **Why no new key after a timeout.** A keychain that did not answer in time (a locked keychain,
+//! an access prompt nobody has clicked yet) may well hold the key. Creating a file key then would
+//! leave two keys, and the credentials stored under the file key unreadable once the keychain
+//! answers again. So after a timeout moat uses an existing key file but never creates a key; it
+//! stops with an error that says to unlock the keychain or choose the file.
+//!
 //! **Why the file is refused when readable by others.** The key file decrypts every credential;
 //! a group/other permission bit means someone else may have a copy, so moat stops and says how to
 //! fix it instead of quietly using it.
@@ -46,7 +52,14 @@ pub const KEYCHAIN_ACCOUNT: &str = "encryption-key";
 /// Key length in bytes (AES-256).
 pub const KEY_LEN: usize = 32;
 /// How long one keychain call may take before moat gives up on the keychain.
+#[cfg(not(test))]
 const KEYCHAIN_TIMEOUT: Duration = Duration::from_secs(3);
+#[cfg(test)]
+const KEYCHAIN_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Set once a keychain call timed out in this process: the keychain may hold the key without
+/// having said so, so no new key is created (see the module docs).
+static KEYCHAIN_SILENT: AtomicBool = AtomicBool::new(false);
 
 /// Set once a keychain call has failed in this process: later calls go straight to the file
 /// (instead of waiting for another timeout) and the warning is printed once.
@@ -171,6 +184,17 @@ pub enum KeyError {
         /// The cause.
         source: io::Error,
     },
+    /// The keychain did not answer in time, so whether it already holds a key is unknown.
+    #[error(
+        "the system keychain did not answer within {} s, so moat cannot tell whether it already \
+         holds the credential store's key; it created no new key, which could leave the \
+         credentials stored under the old one unreadable",
+        waited.as_secs_f32()
+    )]
+    KeychainSilent {
+        /// How long moat waited for one keychain call.
+        waited: Duration,
+    },
     /// Neither the keychain nor the key file could store a new key.
     #[error(
         "cannot store the encryption key: the system keychain is unavailable ({keychain}) and \
@@ -201,6 +225,12 @@ impl KeyError {
                     .to_owned(),
             ),
             KeyError::Io { .. } => None,
+            KeyError::KeychainSilent { .. } => Some(
+                "Unlock the system keychain (or answer its access prompt) and run the command \
+                 again; to keep the key in a file under $MOAT_HOME instead, set \
+                 MOAT_KEYRING_BACKEND=file"
+                    .to_owned(),
+            ),
             KeyError::NoStorage { file, .. } => Some(format!(
                 "Make {} writable, or unlock the system keychain; set MOAT_KEYRING_BACKEND=file \
                  to skip the keychain",
@@ -343,6 +373,7 @@ impl KeyManager {
         if let Some(key) = self.get()? {
             return Ok(key);
         }
+        self.refuse_after_keychain_timeout()?;
 
         let key = EncryptionKey::generate();
         let mut keychain_failure = None;
@@ -362,6 +393,9 @@ impl KeyManager {
             if let Some(reason) = &keychain_failure {
                 keychain_failed(reason);
             }
+            // A store that timed out may still complete: the keychain would then hold this key,
+            // and a file key written now would be a second one.
+            self.refuse_after_keychain_timeout()?;
         } else if self.config.backend == KeyBackend::Auto {
             keychain_failure = Some("it failed earlier in this process".to_owned());
         }
@@ -450,6 +484,16 @@ impl KeyManager {
         EncryptionKey::from_base64(&text.0, || format!("key file {}", path.display())).map(Some)
     }
 
+    /// With the keychain in use, no key is created once a keychain call timed out.
+    fn refuse_after_keychain_timeout(&self) -> Result<(), KeyError> {
+        if self.config.backend == KeyBackend::Auto && KEYCHAIN_SILENT.load(Ordering::Relaxed) {
+            return Err(KeyError::KeychainSilent {
+                waited: KEYCHAIN_TIMEOUT,
+            });
+        }
+        Ok(())
+    }
+
     fn keychain_enabled(&self) -> bool {
         self.config.backend == KeyBackend::Auto && !KEYCHAIN_DOWN.load(Ordering::Relaxed)
     }
@@ -525,10 +569,13 @@ where
         .map_err(|e| format!("cannot start the keychain thread: {e}"))?;
     match rx.recv_timeout(KEYCHAIN_TIMEOUT) {
         Ok(result) => result,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "no answer within {} seconds",
-            KEYCHAIN_TIMEOUT.as_secs()
-        )),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            KEYCHAIN_SILENT.store(true, Ordering::Relaxed);
+            Err(format!(
+                "no answer within {:.1} seconds",
+                KEYCHAIN_TIMEOUT.as_secs_f32()
+            ))
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => Err("the keychain backend crashed".to_owned()),
     }
 }
@@ -563,6 +610,70 @@ mod tests {
 
     fn manager(home: &Path) -> KeyManager {
         KeyManager::new(&MoatHome::at(home), KeyConfig::file())
+    }
+
+    /// A keychain that never answers in time (a locked keychain, an unanswered prompt).
+    struct SilentKeychain;
+
+    impl keyring::credential::CredentialApi for SilentKeychain {
+        fn set_secret(&self, _: &[u8]) -> keyring::Result<()> {
+            std::thread::sleep(KEYCHAIN_TIMEOUT * 3);
+            Ok(())
+        }
+
+        fn get_secret(&self) -> keyring::Result<Vec<u8>> {
+            std::thread::sleep(KEYCHAIN_TIMEOUT * 3);
+            Err(keyring::Error::NoEntry)
+        }
+
+        fn delete_credential(&self) -> keyring::Result<()> {
+            Ok(())
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    impl keyring::credential::CredentialBuilderApi for SilentKeychain {
+        fn build(
+            &self,
+            _: Option<&str>,
+            _: &str,
+            _: &str,
+        ) -> keyring::Result<Box<keyring::credential::Credential>> {
+            Ok(Box::new(SilentKeychain))
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn no_key_is_created_after_the_keychain_timed_out() {
+        // Only this test uses the keychain; the others choose the file.
+        keyring::set_default_credential_builder(Box::new(SilentKeychain));
+        let home = tempfile::tempdir().unwrap();
+        let config = |backend| KeyConfig {
+            backend,
+            service: "moat-test-silent".into(),
+        };
+        let auto = KeyManager::new(&MoatHome::at(home.path()), config(KeyBackend::Auto));
+        let err = auto.get_or_create().err().expect("no key may be created");
+        assert!(matches!(err, KeyError::KeychainSilent { .. }), "{err}");
+        assert!(
+            err.to_string().contains("did not answer within 0.3 s"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("MOAT_KEYRING_BACKEND=file"));
+        assert!(!auto.key_file().exists());
+
+        // Choosing the file is the way out, and the key it creates is then used.
+        let file = KeyManager::new(&MoatHome::at(home.path()), config(KeyBackend::File));
+        let created = file.get_or_create().unwrap();
+        let found = auto.get_or_create().unwrap();
+        assert_eq!(created.0, found.0);
     }
 
     #[test]
