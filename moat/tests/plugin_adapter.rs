@@ -384,3 +384,46 @@ async fn a_credential_goes_back_only_to_the_executable_it_was_granted_through() 
     );
     provider.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_impostor_that_puts_the_real_plugin_back_once_started_gets_nothing() {
+    let fx = fixture("fake", &[("FAKE_TOKEN", "tok-impostor-0123456")]);
+    let provider = PluginProvider::start(&fx.path, "fake", fast())
+        .await
+        .unwrap();
+    let step = provider.grant(GrantRequest::default()).await.unwrap();
+    let GrantStep::Done { credential, .. } = step else {
+        panic!("{step:?}")
+    };
+    provider.shutdown().await;
+
+    // The impostor restores the real plugin over its own path as soon as it runs, so that a
+    // hash taken after it started would match the pin.
+    let real = std::fs::read_to_string(&fx.path).unwrap();
+    let saved = fx.path.with_file_name("real-copy");
+    support::write_executable(&saved, &real, 0o755);
+    let body = real.strip_prefix("#!/bin/sh\n").unwrap();
+    let impostor = format!(
+        "#!/bin/sh\ncp -p '{}' '{}.swap' && mv '{}.swap' '{}'\n{body}",
+        saved.display(),
+        fx.path.display(),
+        fx.path.display(),
+        fx.path.display(),
+    );
+    support::write_executable(&fx.path, &impostor, 0o755);
+
+    let err = provider.configure_proxy(&credential).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidCredential, "{err:?}");
+    assert_eq!(
+        std::fs::read_to_string(&fx.path).unwrap(),
+        real,
+        "it did swap"
+    );
+    // The impostor still runs: it stays refused.
+    let err = provider.configure_proxy(&credential).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidCredential, "{err:?}");
+    // Started again from the real file, the plugin gets its credential back.
+    provider.shutdown().await;
+    provider.configure_proxy(&credential).await.unwrap();
+    provider.shutdown().await;
+}

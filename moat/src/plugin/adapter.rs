@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 
 use super::error::PluginFault;
 use super::pin::PIN_KEY;
-use super::process::{CallError, Connection, Timeouts, handshake};
+use super::process::{CallError, Connection, Timeouts, handshake_with};
 use super::transport::OutputHold;
 
 /// How often a plugin that declares `refresh` without an interval is refreshed.
@@ -47,8 +47,10 @@ struct CredentialRef<'a> {
 struct CallOptions<'a> {
     /// The pin of the credential handed over: the process must run that executable.
     pin: Option<&'a str>,
-    /// Hold the plugin's log until the caller lets go (grant, refresh: see `release`).
-    hold: bool,
+    /// The call returns a credential (grant, refresh): the process runs a hashed executable, so
+    /// the credential can be pinned to it, and its log is held until the caller lets go (see
+    /// `release`).
+    returns_credential: bool,
 }
 
 /// A call's result, with what the caller may still need of it.
@@ -106,16 +108,7 @@ impl PluginProvider {
 
     /// Refuses to hand a credential pinned to another executable to this process.
     async fn check_pin(&self, connection: &Connection, pinned: &str) -> ProviderResult<()> {
-        let actual = connection.binary_sha256().await.map_err(|err| {
-            ProviderError::new(
-                ErrorKind::Internal,
-                format!(
-                    "cannot read plugin {} ({}) to check it against its credential: {err}",
-                    self.name(),
-                    self.path.display()
-                ),
-            )
-        })?;
+        let actual = self.hash_of(connection)?;
         if actual == pinned {
             return Ok(());
         }
@@ -141,25 +134,26 @@ impl PluginProvider {
     }
 
     /// Records in `credential` the executable it was granted (or refreshed) through.
-    async fn pin(
-        &self,
-        credential: &mut Credential,
-        connection: &Connection,
-    ) -> ProviderResult<()> {
-        let digest = connection.binary_sha256().await.map_err(|err| {
-            ProviderError::new(
-                ErrorKind::Internal,
-                format!(
-                    "cannot read plugin {} ({}) to pin its credential: {err}",
-                    self.name(),
-                    self.path.display()
-                ),
-            )
-        })?;
+    fn pin(&self, credential: &mut Credential, connection: &Connection) -> ProviderResult<()> {
+        let digest = self.hash_of(connection)?;
         credential
             .metadata
             .insert(PIN_KEY.to_string(), digest.to_string());
         Ok(())
+    }
+
+    /// The hash the process was started with; every call that needs one asks for a hashed start.
+    fn hash_of<'c>(&self, connection: &'c Connection) -> ProviderResult<&'c str> {
+        connection.binary_sha256().ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::Internal,
+                format!(
+                    "plugin {} ({}) was started without being hashed",
+                    self.name(),
+                    self.path.display()
+                ),
+            )
+        })
     }
 
     /// Lets go of the plugin's held log once every secret known now is scrubbed from it.
@@ -176,14 +170,15 @@ impl PluginProvider {
         }
     }
 
-    /// Starts the plugin `name` at `path` now and keeps it running for the calls to come.
+    /// Starts the plugin `name` at `path` now and keeps it running for the calls to come. Its
+    /// executable is hashed first, so credentials can be pinned to it (see [`super::pin`]).
     pub async fn start(
         path: impl Into<PathBuf>,
         name: &str,
         timeouts: Timeouts,
     ) -> Result<Self, PluginFault> {
         let path = path.into();
-        let (connection, init) = handshake(&path, name, timeouts).await?;
+        let (connection, init) = handshake_with(&path, name, timeouts, true).await?;
         Ok(PluginProvider {
             path,
             init,
@@ -228,13 +223,21 @@ impl PluginProvider {
         }
     }
 
-    /// The running connection, started (with its handshake) if there is none.
-    async fn connection(&self) -> Result<Arc<Connection>, PluginFault> {
+    /// The running connection, started (with its handshake) if there is none. With `hashed`, a
+    /// process started from a hashed executable (see [`super::pin`]): one that runs unhashed is
+    /// replaced (it finishes what it is doing, then shuts down).
+    async fn connection(&self, hashed: bool) -> Result<Arc<Connection>, PluginFault> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref().filter(|c| c.is_alive()) {
-            return Ok(connection.clone());
+            if !hashed || connection.binary_sha256().is_some() {
+                return Ok(connection.clone());
+            }
+            if let Some(unhashed) = slot.take() {
+                tokio::spawn(async move { unhashed.shutdown().await });
+            }
         }
-        let (connection, fresh) = handshake(&self.path, self.name(), self.timeouts).await?;
+        let (connection, fresh) =
+            handshake_with(&self.path, self.name(), self.timeouts, hashed).await?;
         if fresh.info != self.init.info {
             tracing::warn!(
                 provider = %self.name(),
@@ -260,7 +263,10 @@ impl PluginProvider {
         P: Serialize + Sync,
         R: DeserializeOwned,
     {
-        let options = CallOptions { pin, hold: false };
+        let options = CallOptions {
+            pin,
+            returns_credential: false,
+        };
         self.exchange(method, params, limit, options)
             .await
             .map(|exchange| exchange.result)
@@ -279,7 +285,10 @@ impl PluginProvider {
         P: Serialize + Sync,
         R: DeserializeOwned + Default,
     {
-        let options = CallOptions { pin, hold: false };
+        let options = CallOptions {
+            pin,
+            returns_credential: false,
+        };
         match self
             .exchange(method, params, self.timeouts.call, options)
             .await
@@ -303,8 +312,9 @@ impl PluginProvider {
         P: Serialize + Sync,
         R: DeserializeOwned,
     {
+        let hashed = options.pin.is_some() || options.returns_credential;
         let connection = self
-            .connection()
+            .connection(hashed)
             .await
             .map_err(|fault| Rejected::Other(fault.into()))?;
         if let Some(pin) = options.pin {
@@ -320,7 +330,7 @@ impl PluginProvider {
         {
             connection.remember_secret(secret);
         }
-        let held = options.hold.then(|| connection.hold_output());
+        let held = options.returns_credential.then(|| connection.hold_output());
         let failure = match connection.call(method, params, limit).await {
             Ok(result) => {
                 return Ok(Exchange {
@@ -469,7 +479,7 @@ impl CredentialProvider for PluginProvider {
         // knows it, so it is let go only once that token is remembered.
         let options = CallOptions {
             pin: None,
-            hold: true,
+            returns_credential: true,
         };
         let Exchange {
             result: answer,
@@ -512,7 +522,7 @@ impl CredentialProvider for PluginProvider {
                 mut credential,
                 notes,
             } => {
-                self.pin(&mut credential, &connection).await?;
+                self.pin(&mut credential, &connection)?;
                 let notes = notes.iter().map(|note| self.redact(note)).collect();
                 GrantStep::Done { credential, notes }
             }
@@ -633,7 +643,7 @@ impl RefreshableProvider for PluginProvider {
         // Held like grant's: the new token may be logged before moat knows it.
         let options = CallOptions {
             pin: pin_of(credential),
-            hold: true,
+            returns_credential: true,
         };
         let Exchange {
             result: mut refreshed,
@@ -647,7 +657,7 @@ impl RefreshableProvider for PluginProvider {
         self.guard_rules(&refreshed.rules);
         self.release(held);
         // Pinned to the executable that refreshed it, like a granted one.
-        self.pin(&mut refreshed.credential, &connection).await?;
+        self.pin(&mut refreshed.credential, &connection)?;
         Ok(refreshed)
     }
 }

@@ -197,7 +197,7 @@ async fn check_version_refusal(
 ) {
     const LABEL: &str = "version refusal";
     let unknown = protocol::PROTOCOL_VERSION + 1000;
-    let connection = match Connection::spawn(path, name, timeouts).await {
+    let connection = match Connection::spawn(path, name, timeouts, false).await {
         Ok(connection) => connection,
         Err(fault) => return report.fail(LABEL, fault.reason()),
     };
@@ -227,7 +227,7 @@ async fn check_version_refusal(
 
 /// The handshake and every method, on one running plugin.
 async fn check_session(report: &mut CheckReport, path: &Path, name: &str, timeouts: Timeouts) {
-    let connection = match Connection::spawn(path, name, timeouts).await {
+    let connection = match Connection::spawn(path, name, timeouts, false).await {
         Ok(connection) => connection,
         Err(fault) => return report.fail("handshake", fault.reason()),
     };

@@ -7,6 +7,14 @@
 //! compares that process's executable with the pin and refuses on a mismatch, telling the user to
 //! grant again if the change was theirs. Credentials stored before pinning carry no pin and are
 //! handed over as before.
+//!
+//! The file is hashed *before* the process that gets the credential is started (a process that
+//! is already running, started unhashed, is replaced by one that is), so a program cannot pass
+//! the check by putting the real plugin back in its place once it runs. On Linux moat then checks
+//! that the process runs the very file it hashed (`/proc/<pid>/exe`, same device and inode),
+//! which closes the gap between hashing and starting for native executables. A script runs its
+//! interpreter, which reads the script by path: for scripts the pin covers the file's contents
+//! when it was started, no more.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -18,17 +26,40 @@ pub const PIN_KEY: &str = "moat.plugin_sha256";
 
 /// The SHA-256 of a file's contents, lower-case hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
+    sha256_of_executable(path).map(|(digest, _, _)| digest)
+}
+
+/// The SHA-256 of a file's contents (lower-case hex), the (device, inode) of the file that was
+/// read, and whether it is a script (starts with `#!`).
+pub(crate) fn sha256_of_executable(path: &Path) -> io::Result<(String, (u64, u64), bool)> {
     let mut file = std::fs::File::open(path)?;
+    #[cfg(unix)]
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        (meta.dev(), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let identity = (0, 0);
     let mut hasher = Sha256::new();
+    let mut first = [0u8; 2];
+    let mut seen = 0;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        let take = (first.len() - seen).min(n);
+        first[seen..seen + take].copy_from_slice(&buf[..take]);
+        seen += take;
         hasher.update(&buf[..n]);
     }
-    Ok(format!("{:x}", hasher.finalize()))
+    Ok((
+        format!("{:x}", hasher.finalize()),
+        identity,
+        &first == b"#!",
+    ))
 }
 
 #[cfg(test)]
@@ -45,5 +76,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(sha256_file(&dir.path().join("missing")).is_err());
+        let (_, _, script) = sha256_of_executable(&path).unwrap();
+        assert!(!script);
+        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        let (_, _, script) = sha256_of_executable(&path).unwrap();
+        assert!(script);
     }
 }

@@ -168,28 +168,50 @@ pub struct Connection {
     child: ChildHandle,
     timeouts: Timeouts,
     ended: OnceCell<ExitReport>,
-    /// The SHA-256 of the executable, read when first asked (see [`Connection::binary_sha256`]).
-    sha256: OnceCell<Result<String, String>>,
+    /// The SHA-256 of the executable, taken just before it was started, when asked for.
+    sha256: Option<String>,
 }
 
 impl Connection {
-    /// Starts `path --moat-plugin` with `MOAT_PLUGIN=1` and connects a client to it. Must run in
+    /// Starts `path --moat-plugin` with `MOAT_PLUGIN=1` and connects a client to it. With
+    /// `hashed`, the executable is hashed first (see [`Connection::binary_sha256`]). Must run in
     /// a tokio runtime.
-    pub async fn spawn(path: &Path, name: &str, timeouts: Timeouts) -> Result<Self, PluginFault> {
+    pub async fn spawn(
+        path: &Path,
+        name: &str,
+        timeouts: Timeouts,
+        hashed: bool,
+    ) -> Result<Self, PluginFault> {
+        let fault = |failure| PluginFault {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            method: method::INITIALIZE.to_string(),
+            failure,
+            stderr_tail: Vec::new(),
+        };
+        let hashed_file = match hashed {
+            true => Some(hash_before_start(path).await.map_err(|err| {
+                fault(Failure::Spawn(format!("cannot read it to check it: {err}")))
+            })?),
+            false => None,
+        };
         let shared = Arc::new(Shared::new(name.to_string(), path.to_path_buf()));
         let mut child = match spawn_child(path).await {
             Ok(child) => child,
-            Err(err) => {
-                return Err(PluginFault {
-                    name: name.to_string(),
-                    path: path.to_path_buf(),
-                    method: method::INITIALIZE.to_string(),
-                    failure: Failure::Spawn(err.to_string()),
-                    stderr_tail: Vec::new(),
-                });
-            }
+            Err(err) => return Err(fault(Failure::Spawn(err.to_string()))),
         };
         let pid = child.id();
+        if let Some(hashed) = &hashed_file
+            && !hashed.is_running(pid)
+        {
+            // Another file than the one hashed was started: it is not talked to.
+            kill_group(pid);
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(fault(Failure::Spawn(
+                "the executable was replaced while it was being started".into(),
+            )));
+        }
         let (stdin, stdout, stderr) = (
             child.stdin.take().expect("stdin is piped"),
             child.stdout.take().expect("stdout is piped"),
@@ -238,7 +260,7 @@ impl Connection {
             },
             timeouts,
             ended: OnceCell::new(),
-            sha256: OnceCell::new(),
+            sha256: hashed_file.map(|hashed| hashed.sha256),
         })
     }
 
@@ -267,23 +289,10 @@ impl Connection {
         self.shared.remember_secret(secret);
     }
 
-    /// The SHA-256 (lower-case hex) of the executable this connection started, read once, when
-    /// first asked: credentials are pinned to it (see `PluginProvider`). Read from the path, not
-    /// from the running image, so a script is hashed itself rather than its interpreter.
-    pub async fn binary_sha256(&self) -> Result<&str, String> {
-        let path = self.shared.path.clone();
-        let digest = self
-            .sha256
-            .get_or_init(|| async move {
-                let hashed = tokio::task::spawn_blocking(move || super::pin::sha256_file(&path));
-                match hashed.await {
-                    Ok(Ok(digest)) => Ok(digest),
-                    Ok(Err(err)) => Err(err.to_string()),
-                    Err(join) => Err(join.to_string()),
-                }
-            })
-            .await;
-        digest.as_deref().map_err(Clone::clone)
+    /// The SHA-256 (lower-case hex) of the executable this process was started from, when it was
+    /// started hashed: credentials are pinned to it (see [`super::pin`]).
+    pub fn binary_sha256(&self) -> Option<&str> {
+        self.sha256.as_deref()
     }
 
     /// Holds back what the plugin logs until the guard is dropped (see [`Shared::hold_output`]).
@@ -498,6 +507,55 @@ fn is_text_busy(_: &std::io::Error) -> bool {
     false
 }
 
+/// The file about to be started, hashed.
+struct HashedFile {
+    sha256: String,
+    /// Device and inode of the file that was read, to recognise it as the running executable.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    identity: (u64, u64),
+    /// A script (`#!`): what runs is its interpreter, so only the file itself can be checked.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    script: bool,
+}
+
+impl HashedFile {
+    /// Whether process `pid` runs the file that was hashed. On Linux, `/proc/<pid>/exe` names the
+    /// very file the kernel executed, so a file swapped in between the hash and the start is
+    /// caught; a script's process runs its interpreter, which proves nothing either way.
+    fn is_running(&self, pid: Option<u32>) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if self.script {
+                return true;
+            }
+            let Some(pid) = pid else { return false };
+            match std::fs::metadata(format!("/proc/{pid}/exe")) {
+                Ok(meta) => (meta.dev(), meta.ino()) == self.identity,
+                Err(_) => false,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pid;
+            true
+        }
+    }
+}
+
+async fn hash_before_start(path: &Path) -> std::io::Result<HashedFile> {
+    let path = path.to_path_buf();
+    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<HashedFile> {
+        let (sha256, identity, script) = super::pin::sha256_of_executable(&path)?;
+        Ok(HashedFile {
+            sha256,
+            identity,
+            script,
+        })
+    });
+    hashed.await.map_err(std::io::Error::other)?
+}
+
 /// The protocol versions this host speaks, newest first.
 pub fn offered_versions() -> Vec<u32> {
     vec![PROTOCOL_VERSION]
@@ -511,7 +569,18 @@ pub async fn handshake(
     name: &str,
     timeouts: Timeouts,
 ) -> Result<(Connection, InitializeResult), PluginFault> {
-    let connection = Connection::spawn(path, name, timeouts).await?;
+    handshake_with(path, name, timeouts, false).await
+}
+
+/// [`handshake`], with the executable hashed before it is started when `hashed` (see
+/// [`Connection::binary_sha256`]).
+pub async fn handshake_with(
+    path: &Path,
+    name: &str,
+    timeouts: Timeouts,
+    hashed: bool,
+) -> Result<(Connection, InitializeResult), PluginFault> {
+    let connection = Connection::spawn(path, name, timeouts, hashed).await?;
     let offered = offered_versions();
     let params = InitializeParams {
         protocol_versions: offered.clone(),
@@ -563,6 +632,31 @@ pub async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_hashed_file_is_recognised_as_the_running_executable_by_inode() {
+        let me = std::env::current_exe().unwrap();
+        let (sha256, identity, script) = super::super::pin::sha256_of_executable(&me).unwrap();
+        let hashed = HashedFile {
+            sha256,
+            identity,
+            script,
+        };
+        assert!(hashed.is_running(Some(std::process::id())));
+        let other = HashedFile {
+            identity: (identity.0, identity.1.wrapping_add(1)),
+            ..hashed
+        };
+        assert!(!other.is_running(Some(std::process::id())));
+        assert!(!other.is_running(None));
+        // A script's process runs its interpreter: nothing to compare.
+        let script = HashedFile {
+            script: true,
+            ..other
+        };
+        assert!(script.is_running(Some(std::process::id())));
+    }
 
     #[test]
     fn the_env_override_applies_to_every_call_but_grant() {
