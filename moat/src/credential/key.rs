@@ -660,7 +660,7 @@ mod tests {
             service: "moat-test-silent".into(),
         };
         let auto = KeyManager::new(&MoatHome::at(home.path()), config(KeyBackend::Auto));
-        let err = auto.get_or_create().err().expect("no key may be created");
+        let err = auto.get_or_create().expect_err("no key may be created");
         assert!(matches!(err, KeyError::KeychainSilent { .. }), "{err}");
         assert!(
             err.to_string().contains("did not answer within 0.3 s"),
