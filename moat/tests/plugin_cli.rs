@@ -247,6 +247,7 @@ fn a_token_the_plugin_logs_before_returning_it_is_redacted() {
         "read token [REDACTED]",
         "plain line with [REDACTED]",
         "about to return [REDACTED]",
+        "skipped a stdout line of",
     ] {
         assert!(stderr.contains(line), "missing {line:?} in {stderr}");
     }

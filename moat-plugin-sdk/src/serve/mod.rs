@@ -54,8 +54,10 @@
 //!   [`CredentialProvider::info`] with `capabilities` recomputed from the `as_*()` accessors
 //!   (what is implemented, not what is declared), the agent's commands, the endpoints and the
 //!   refresh interval.
-//! * Requests run concurrently, each in its own task; one writer task owns stdout, so answers
-//!   never interleave. A request whose provider call panics is answered with `-32603`.
+//! * Requests run concurrently: one that is not answered at once continues as a task of its own
+//!   (on the default single-threaded runtime each call is first polled where it was read, so an
+//!   immediate answer costs no task); one writer task owns stdout, so answers never interleave. A
+//!   request whose provider call panics is answered with `-32603`.
 //! * A [`ProviderError`](crate::ProviderError) becomes error
 //!   [`PROVIDER_ERROR`](crate::protocol::code::PROVIDER_ERROR) with the error's message and
 //!   `data = {kind, hint}`.
@@ -135,11 +137,13 @@ impl ServeOptions {
     /// Runs [`serve_with`]'s tokio runtime on `workers` threads (at least 2) instead of one.
     ///
     /// By default a plugin runs every request on a single thread: requests still run
-    /// concurrently (each is its own task), and a call costs the fewest thread hand-offs. A
-    /// provider that blocks inside `async` code (CPU-heavy work, a synchronous library) stalls
-    /// every other request on that thread, including the handling of `$/cancel`: move such work
-    /// to [`tokio::task::spawn_blocking`], or ask for worker threads here. Ignored by
-    /// [`serve_io_with`], which runs on the caller's runtime.
+    /// concurrently (each that does not answer at once is its own task), and a call costs the
+    /// fewest thread hand-offs. A provider that blocks inside `async` code (CPU-heavy work, a
+    /// synchronous library) stalls every other request on that thread, including the handling of
+    /// `$/cancel`: move such work to [`tokio::task::spawn_blocking`], or ask for worker threads
+    /// here, with which every request gets its own task at once and the reading of stdin never
+    /// waits for provider code. Ignored by [`serve_io_with`], which runs on the caller's runtime
+    /// (and behaves the same way according to that runtime's kind).
     pub fn worker_threads(mut self, workers: usize) -> Self {
         self.worker_threads = Some(workers.max(2));
         self

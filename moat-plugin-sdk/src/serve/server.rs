@@ -63,6 +63,8 @@ where
         in_flight: InFlight::default(),
         tasks: JoinSet::new(),
         max_line: options.max_line_bytes.unwrap_or(MAX_LINE_BYTES),
+        poll_here: tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread,
     };
 
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
@@ -126,6 +128,8 @@ struct Server {
     in_flight: InFlight,
     tasks: JoinSet<()>,
     max_line: usize,
+    /// Poll each call once in this loop before giving it a task: on a single-threaded runtime.
+    poll_here: bool,
 }
 
 impl Server {
@@ -226,19 +230,23 @@ impl Server {
             name.clone(),
             params,
         ));
-        // Polled once right here: most answers (`configure_proxy`, `container_env`, ...) are
-        // ready at once, and answering them without a task, an in-flight entry or a wake-up is
-        // most of a warm call's cost. `initialize` must finish here, so that every later line
-        // sees the handshake's outcome.
-        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-        if let Poll::Ready(line) = first {
-            self.send(line).await;
-            return;
-        }
-        if name == method::INITIALIZE {
-            let line = call.await;
-            self.send(line).await;
-            return;
+        // On a single-threaded runtime (the default) a call is polled once right here: most
+        // answers (`configure_proxy`, `container_env`, ...) are ready at once, and answering them
+        // without a task, an in-flight entry or a wake-up is most of a warm call's cost; provider
+        // code that blocks would stall this one thread either way. With worker threads, every
+        // call gets its own task at once, so blocking provider code never stalls this loop.
+        // `initialize` always finishes here, so that every later line sees its outcome.
+        if self.poll_here || name == method::INITIALIZE {
+            let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+            if let Poll::Ready(line) = first {
+                self.send(line).await;
+                return;
+            }
+            if name == method::INITIALIZE {
+                let line = call.await;
+                self.send(line).await;
+                return;
+            }
         }
         // Not ready: it goes on as a task of its own, cancellable by `$/cancel`, while this loop
         // reads the next line. (A future may be polled with a new waker; the task's replaces

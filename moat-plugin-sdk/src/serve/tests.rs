@@ -147,6 +147,8 @@ impl CredentialProvider for Gated {
             }
             Some("panic") => panic!("provider bug"),
             Some("sleep") => tokio::time::sleep(Duration::from_millis(100)).await,
+            // Blocking code before the first await, as a careless provider writes it.
+            Some("block") => std::thread::sleep(Duration::from_millis(600)),
             _ => self.release.notified().await,
         }
         self.finished.store(true, Ordering::SeqCst);
@@ -334,6 +336,25 @@ async fn a_slow_call_does_not_block_others() {
     let answer = h.recv().await;
     assert_eq!(answer["id"], 1);
     assert_eq!(answer["result"]["step"], "done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn with_worker_threads_blocking_provider_code_does_not_stall_reading() {
+    let mut h = Harness::start(Gated::default());
+    h.initialize().await;
+    h.request(1, "grant", mode("block")).await;
+    let started = std::time::Instant::now();
+    let answer = h
+        .call(2, "configure_proxy", json!({"credential": credential()}))
+        .await;
+    assert_eq!(answer["id"], 2);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "answered after {:?}, behind the blocked call",
+        started.elapsed()
+    );
+    let answer = h.recv().await;
+    assert_eq!(answer["id"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

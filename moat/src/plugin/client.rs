@@ -109,8 +109,11 @@ impl<W: AsyncWrite + Unpin + Send> Client<W> {
             id,
         };
         {
-            let mut writer = self.writer.lock().await;
-            let Some(pipe) = writer.as_mut() else {
+            let mut writer = Writing {
+                slot: self.writer.lock().await,
+                done: false,
+            };
+            let Some(pipe) = writer.slot.as_mut() else {
                 return Err(RpcError::Closed);
             };
             // A write error means the plugin is gone or stopped reading; the reader will see the
@@ -118,6 +121,7 @@ impl<W: AsyncWrite + Unpin + Send> Client<W> {
             if pipe.write_all(&line).await.is_err() || pipe.flush().await.is_err() {
                 return Err(RpcError::Closed);
             }
+            writer.done = true;
         }
         let reply = rx.await;
         waiting.answered();
@@ -138,6 +142,23 @@ impl<W> Drop for Client<W> {
     fn drop(&mut self) {
         // Nobody can ask any more; the pipe to the plugin closes with `writer`.
         self.reader.abort();
+    }
+}
+
+/// The plugin's stdin while one request line is written. If the writing stops half way (the
+/// caller's future was dropped, or the write failed), the rest of the line will never follow and
+/// the next request would be glued to the half line: the pipe is closed instead, which the plugin
+/// reads as end of file.
+struct Writing<'a, W> {
+    slot: tokio::sync::MutexGuard<'a, Option<W>>,
+    done: bool,
+}
+
+impl<W> Drop for Writing<'_, W> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.slot.take();
+        }
     }
 }
 
@@ -356,6 +377,36 @@ mod tests {
         let (result, ()) = tokio::join!(call, hang_up);
         assert!(matches!(result, Err(RpcError::Closed)));
         assert_eq!(shared.fault(), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_half_written_closes_the_pipe_instead_of_garbling_it() {
+        // A pipe that takes 16 bytes and then nothing until the plugin reads.
+        let (host_out, plugin_in) = tokio::io::duplex(16);
+        let (_plugin_out, host_in) = tokio::io::duplex(1024);
+        let shared = shared();
+        let client = Client::start(host_out, LineReceiver::new(host_in, shared.clone()), shared);
+        let big = json!({"padding": "x".repeat(1000)});
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            client.request("a", &big),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the write cannot finish");
+        // What the plugin reads is the start of one line, then end of file: no second request
+        // glued to it.
+        let mut input = BufReader::new(plugin_in);
+        let mut seen = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut input, &mut seen);
+        tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("the pipe was closed")
+            .unwrap();
+        assert_eq!(seen.len(), 16);
+        assert!(matches!(
+            client.request("b", &json!({})).await,
+            Err(RpcError::Closed)
+        ));
     }
 
     #[tokio::test]

@@ -416,8 +416,10 @@ impl Connection {
                         // Not the error itself: a plugin's message is not scrubbed here.
                         tracing::debug!(provider = %self.shared.name, "shutdown was not answered");
                     }
-                    // End of file on its stdin, even while another caller still holds the client.
-                    client.close().await;
+                    // End of file on its stdin, even while another caller still holds the client
+                    // (bounded: a caller stuck writing to a full pipe holds stdin until its own
+                    // limit; the kill below does not wait for it).
+                    let _ = tokio::time::timeout(self.timeouts.shutdown, client.close()).await;
                 }
                 match self.child.wait_for(self.timeouts.exit).await {
                     Some(report) => report,

@@ -140,6 +140,11 @@ impl Shared {
         }
     }
 
+    /// True while the output is held.
+    fn is_held(&self) -> bool {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).holds > 0
+    }
+
     /// Logs one line the plugin wrote (already redacted with what is known), or keeps it back
     /// while the output is held.
     fn forward(&self, level: &str, message: String) {
@@ -301,14 +306,26 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
                             skipped.as_ref().map_or(0, String::len)
                         );
                     }
-                    // Redacted whole before it is cut, so no part of a secret survives the cut.
                     let line = skipped.unwrap_or_default();
-                    let excerpt = excerpt(self.shared.redact(&line).as_bytes());
-                    tracing::debug!(
-                        target: LOG_TARGET,
-                        provider = %self.shared.name,
-                        "skipped stdout line: {excerpt}"
-                    );
+                    if self.shared.is_held() {
+                        // A secret the plugin is about to return is not known yet, and an
+                        // excerpt cannot be redacted later without risking a cut token.
+                        tracing::debug!(
+                            target: LOG_TARGET,
+                            provider = %self.shared.name,
+                            "skipped a stdout line of {} bytes (not shown during a grant)",
+                            line.len()
+                        );
+                    } else {
+                        // Redacted whole before it is cut, so no part of a secret survives the
+                        // cut.
+                        let excerpt = excerpt(self.shared.redact(&line).as_bytes());
+                        tracing::debug!(
+                            target: LOG_TARGET,
+                            provider = %self.shared.name,
+                            "skipped stdout line: {excerpt}"
+                        );
+                    }
                 }
                 Line::Response(response) => return Ok(response),
                 Line::Log { level, message } => {
