@@ -95,6 +95,17 @@ pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
         names.push(entry.info.name.clone());
         grants.push(rules);
     }
+    // For the example printed below, a host from the grants' own rules: the CLI names no
+    // provider's hosts itself.
+    let example_host = grants
+        .iter()
+        .flat_map(|rules| &rules.rules)
+        .find_map(|rule| match rule {
+            moat_plugin_sdk::ProxyRule::Credential { host, .. } if !host.starts_with("*.") => {
+                Some(host.clone())
+            }
+            _ => None,
+        });
 
     #[cfg(unix)]
     if let Err(err) = crate::proxy::raise_open_file_limit() {
@@ -162,8 +173,11 @@ pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
         println!("  request log:  {}", log.display());
         println!("  grants:       {grants}");
         println!();
+        let host = example_host
+            .as_deref()
+            .unwrap_or("<a host your grants name>");
         println!(
-            "Try: curl --proxy '{proxy_url}' --cacert '{}' https://api.github.com/user",
+            "Try: curl --proxy '{proxy_url}' --cacert '{}' https://{host}/",
             ca_cert.display()
         );
         if !upstream.resolve.is_empty() {
