@@ -107,7 +107,7 @@ impl PluginProvider {
     }
 
     /// Refuses to hand a credential pinned to another executable to this process.
-    async fn check_pin(&self, connection: &Connection, pinned: &str) -> ProviderResult<()> {
+    fn check_pin(&self, connection: &Connection, pinned: &str) -> ProviderResult<()> {
         let actual = self.hash_of(connection)?;
         if actual == pinned {
             return Ok(());
@@ -318,9 +318,7 @@ impl PluginProvider {
             .await
             .map_err(|fault| Rejected::Other(fault.into()))?;
         if let Some(pin) = options.pin {
-            self.check_pin(&connection, pin)
-                .await
-                .map_err(Rejected::Other)?;
+            self.check_pin(&connection, pin).map_err(Rejected::Other)?;
         }
         for secret in self
             .secrets
@@ -513,9 +511,6 @@ impl CredentialProvider for PluginProvider {
         super::schema::validate("grant.result.json", &answer).map_err(malformed)?;
         let step: GrantStep = serde_json::from_value(answer)
             .map_err(|_| malformed(vec!["it does not read as a grant step".into()]))?;
-        if let GrantStep::Done { credential, .. } = &step {
-            self.guard(&credential.token);
-        }
         // Notes and questions are shown to the user as the plugin wrote them: scrub them.
         Ok(match step {
             GrantStep::Done {

@@ -26,40 +26,86 @@ pub const PIN_KEY: &str = "moat.plugin_sha256";
 
 /// The SHA-256 of a file's contents, lower-case hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    sha256_of_executable(path).map(|(digest, _, _)| digest)
+    HashedFile::read_blocking(path).map(HashedFile::into_sha256)
 }
 
-/// The SHA-256 of a file's contents (lower-case hex), the (device, inode) of the file that was
-/// read, and whether it is a script (starts with `#!`).
-pub(crate) fn sha256_of_executable(path: &Path) -> io::Result<(String, (u64, u64), bool)> {
-    let mut file = std::fs::File::open(path)?;
-    #[cfg(unix)]
-    let identity = {
-        use std::os::unix::fs::MetadataExt;
-        let meta = file.metadata()?;
-        (meta.dev(), meta.ino())
-    };
-    #[cfg(not(unix))]
-    let identity = (0, 0);
-    let mut hasher = Sha256::new();
-    let mut first = [0u8; 2];
-    let mut seen = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        let take = (first.len() - seen).min(n);
-        first[seen..seen + take].copy_from_slice(&buf[..take]);
-        seen += take;
-        hasher.update(&buf[..n]);
+/// An executable about to be started, hashed.
+pub(crate) struct HashedFile {
+    sha256: String,
+    /// Device and inode of the file that was read, to recognise it as the running executable.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    identity: (u64, u64),
+    /// A script (`#!`): what runs is its interpreter, so only the file itself can be checked.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    script: bool,
+}
+
+impl HashedFile {
+    /// Hashes `path`, off the async threads.
+    pub(crate) async fn read(path: &Path) -> io::Result<HashedFile> {
+        let path = path.to_path_buf();
+        let hashed = tokio::task::spawn_blocking(move || HashedFile::read_blocking(&path));
+        hashed.await.map_err(io::Error::other)?
     }
-    Ok((
-        format!("{:x}", hasher.finalize()),
-        identity,
-        &first == b"#!",
-    ))
+
+    fn read_blocking(path: &Path) -> io::Result<HashedFile> {
+        let mut file = std::fs::File::open(path)?;
+        #[cfg(unix)]
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = file.metadata()?;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let identity = (0, 0);
+        let mut hasher = Sha256::new();
+        let mut first = [0u8; 2];
+        let mut seen = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let take = (first.len() - seen).min(n);
+            first[seen..seen + take].copy_from_slice(&buf[..take]);
+            seen += take;
+            hasher.update(&buf[..n]);
+        }
+        Ok(HashedFile {
+            sha256: format!("{:x}", hasher.finalize()),
+            identity,
+            script: &first == b"#!",
+        })
+    }
+
+    /// The digest, lower-case hex.
+    pub(crate) fn into_sha256(self) -> String {
+        self.sha256
+    }
+
+    /// Whether process `pid` runs the file that was hashed. On Linux, `/proc/<pid>/exe` names the
+    /// very file the kernel executed, so a file swapped in between the hash and the start is
+    /// caught; a script's process runs its interpreter, which proves nothing either way.
+    pub(crate) fn is_running(&self, pid: Option<u32>) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if self.script {
+                return true;
+            }
+            let Some(pid) = pid else { return false };
+            match std::fs::metadata(format!("/proc/{pid}/exe")) {
+                Ok(meta) => (meta.dev(), meta.ino()) == self.identity,
+                Err(_) => false,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pid;
+            true
+        }
+    }
 }
 
 #[cfg(test)]
@@ -76,10 +122,28 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(sha256_file(&dir.path().join("missing")).is_err());
-        let (_, _, script) = sha256_of_executable(&path).unwrap();
-        assert!(!script);
+        assert!(!HashedFile::read_blocking(&path).unwrap().script);
         std::fs::write(&path, b"#!/bin/sh\n").unwrap();
-        let (_, _, script) = sha256_of_executable(&path).unwrap();
-        assert!(script);
+        assert!(HashedFile::read_blocking(&path).unwrap().script);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_hashed_file_is_recognised_as_the_running_executable_by_inode() {
+        let me = std::env::current_exe().unwrap();
+        let hashed = HashedFile::read_blocking(&me).unwrap();
+        assert!(hashed.is_running(Some(std::process::id())));
+        let other = HashedFile {
+            identity: (hashed.identity.0, hashed.identity.1.wrapping_add(1)),
+            ..hashed
+        };
+        assert!(!other.is_running(Some(std::process::id())));
+        assert!(!other.is_running(None));
+        // A script's process runs its interpreter: nothing to compare.
+        let script = HashedFile {
+            script: true,
+            ..other
+        };
+        assert!(script.is_running(Some(std::process::id())));
     }
 }

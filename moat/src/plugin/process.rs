@@ -24,6 +24,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 
 use super::client::{Client, RpcError};
 use super::error::{ExitReport, Failure, PluginFault, redact_quoted};
+use super::pin::HashedFile;
 use super::transport::{LineReceiver, OutputHold, Shared, forward_stderr};
 
 /// The environment variable that overrides every timeout except `grant`'s, in seconds.
@@ -190,7 +191,7 @@ impl Connection {
             stderr_tail: Vec::new(),
         };
         let hashed_file = match hashed {
-            true => Some(hash_before_start(path).await.map_err(|err| {
+            true => Some(HashedFile::read(path).await.map_err(|err| {
                 fault(Failure::Spawn(format!("cannot read it to check it: {err}")))
             })?),
             false => None,
@@ -260,7 +261,7 @@ impl Connection {
             },
             timeouts,
             ended: OnceCell::new(),
-            sha256: hashed_file.map(|hashed| hashed.sha256),
+            sha256: hashed_file.map(HashedFile::into_sha256),
         })
     }
 
@@ -509,55 +510,6 @@ fn is_text_busy(_: &std::io::Error) -> bool {
     false
 }
 
-/// The file about to be started, hashed.
-struct HashedFile {
-    sha256: String,
-    /// Device and inode of the file that was read, to recognise it as the running executable.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    identity: (u64, u64),
-    /// A script (`#!`): what runs is its interpreter, so only the file itself can be checked.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    script: bool,
-}
-
-impl HashedFile {
-    /// Whether process `pid` runs the file that was hashed. On Linux, `/proc/<pid>/exe` names the
-    /// very file the kernel executed, so a file swapped in between the hash and the start is
-    /// caught; a script's process runs its interpreter, which proves nothing either way.
-    fn is_running(&self, pid: Option<u32>) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::fs::MetadataExt;
-            if self.script {
-                return true;
-            }
-            let Some(pid) = pid else { return false };
-            match std::fs::metadata(format!("/proc/{pid}/exe")) {
-                Ok(meta) => (meta.dev(), meta.ino()) == self.identity,
-                Err(_) => false,
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = pid;
-            true
-        }
-    }
-}
-
-async fn hash_before_start(path: &Path) -> std::io::Result<HashedFile> {
-    let path = path.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<HashedFile> {
-        let (sha256, identity, script) = super::pin::sha256_of_executable(&path)?;
-        Ok(HashedFile {
-            sha256,
-            identity,
-            script,
-        })
-    });
-    hashed.await.map_err(std::io::Error::other)?
-}
-
 /// The protocol versions this host speaks, newest first.
 pub fn offered_versions() -> Vec<u32> {
     vec![PROTOCOL_VERSION]
@@ -634,31 +586,6 @@ pub async fn handshake_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_hashed_file_is_recognised_as_the_running_executable_by_inode() {
-        let me = std::env::current_exe().unwrap();
-        let (sha256, identity, script) = super::super::pin::sha256_of_executable(&me).unwrap();
-        let hashed = HashedFile {
-            sha256,
-            identity,
-            script,
-        };
-        assert!(hashed.is_running(Some(std::process::id())));
-        let other = HashedFile {
-            identity: (identity.0, identity.1.wrapping_add(1)),
-            ..hashed
-        };
-        assert!(!other.is_running(Some(std::process::id())));
-        assert!(!other.is_running(None));
-        // A script's process runs its interpreter: nothing to compare.
-        let script = HashedFile {
-            script: true,
-            ..other
-        };
-        assert!(script.is_running(Some(std::process::id())));
-    }
 
     #[test]
     fn the_env_override_applies_to_every_call_but_grant() {
