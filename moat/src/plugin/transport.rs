@@ -350,13 +350,25 @@ impl<R: AsyncRead + Unpin> LineReceiver<R> {
     }
 }
 
-/// An answer to one of moat's requests.
-#[derive(Debug)]
+/// An answer to one of moat's requests. `Debug` shows the id and the outcome's size or error code,
+/// never the result, which may hold a credential.
 pub struct Response {
     /// The id of the request it answers.
     pub id: u64,
     /// The result as raw JSON, or the error object.
     pub outcome: Result<Box<RawValue>, ErrorObjectOwned>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("Response");
+        debug.field("id", &self.id);
+        match &self.outcome {
+            Ok(result) => debug.field("result_bytes", &result.get().len()),
+            Err(error) => debug.field("error_code", &error.code()),
+        };
+        debug.finish()
+    }
 }
 
 impl PartialEq for Response {
@@ -725,6 +737,18 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_response_never_shows_its_result_in_debug() {
+        let Line::Response(response) =
+            classify(br#"{"jsonrpc":"2.0","id":4,"result":{"token":"ghp_secret"}}"#)
+        else {
+            panic!("not a response")
+        };
+        let shown = format!("{response:?}");
+        assert!(!shown.contains("ghp_secret"), "{shown}");
+        assert!(shown.contains("id: 4"), "{shown}");
     }
 
     #[test]
