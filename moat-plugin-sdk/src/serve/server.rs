@@ -308,7 +308,6 @@ async fn dispatch(methods: Methods, id: String, name: String, params: Params<'st
     };
     let call = async {
         match methods.method(&name) {
-            None => MethodResponse::error(rpc_id, ErrorObject::from(ErrorCode::MethodNotFound)),
             Some(MethodCallback::Sync(callback)) => {
                 callback(rpc_id, params, usize::MAX, Extensions::new())
             }
@@ -316,10 +315,8 @@ async fn dispatch(methods: Methods, id: String, name: String, params: Params<'st
                 let extensions = Extensions::new();
                 callback(rpc_id, params, ConnectionId(0), usize::MAX, extensions).await
             }
-            // The SDK registers neither.
-            Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) => {
-                MethodResponse::error(rpc_id, ErrorObject::from(ErrorCode::MethodNotFound))
-            }
+            // Unknown, or a subscription kind the SDK never registers.
+            _ => MethodResponse::error(rpc_id, ErrorObject::from(ErrorCode::MethodNotFound)),
         }
     };
     let outcome = CatchUnwind(Box::pin(call)).await;
