@@ -10,4 +10,5 @@ pub mod http;
 pub mod plugin;
 pub mod provider;
 pub mod providers;
+pub mod run;
 pub mod proxy;
