@@ -4,6 +4,7 @@
 //! [`cli`]. Everything else is a library module with one job each; see the README's tour.
 
 pub mod cli;
+pub mod config;
 pub mod credential;
 pub mod home;
 pub mod http;
@@ -11,3 +12,4 @@ pub mod plugin;
 pub mod provider;
 pub mod providers;
 pub mod proxy;
+pub mod run;
