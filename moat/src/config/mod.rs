@@ -194,10 +194,8 @@ fn expected(key: &str) -> Option<(String, &'static str)> {
 
 fn de_name<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     let value = Option::<String>::deserialize(de)?;
-    if let Some(value) = &value {
-        if value.trim().is_empty() {
-            return Err(de::Error::custom("must not be empty"));
-        }
+    if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+        return Err(de::Error::custom("must not be empty"));
     }
     Ok(value)
 }

@@ -12,6 +12,18 @@
 //!
 //! The manager that drives a run lives beside these files and uses only their public API.
 
+pub mod audit;
+pub mod id;
+pub mod logs;
+pub mod metadata;
 pub mod name;
+pub mod network;
+pub mod store;
 
+pub use audit::{AuditEntry, AuditError, AuditEvent, AuditLog, Tamper, Verification};
+pub use id::RunId;
+pub use logs::{LogLine, LogReader, LogWriter, Stream};
+pub use metadata::{RunMetadata, RunState, TransitionError};
 pub use name::{NameError, random_name, validate_name};
+pub use network::{NetworkLog, NetworkRecord};
+pub use store::{RunPaths, RunStore, RunStoreError};
