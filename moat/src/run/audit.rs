@@ -258,7 +258,7 @@ pub enum AuditError {
 }
 
 /// The first problem [`verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{what} (seq {seq})")]
 pub struct Tamper {
     /// The first entry that is wrong or missing.
