@@ -28,7 +28,8 @@ const AFTER_HELP: &str = "\
 Credentials are stored encrypted under $MOAT_HOME (default ~/.moat); the key lives in the system
 keyring, or in $MOAT_HOME/encryption.key when MOAT_KEYRING_BACKEND=file.
 
-Exit codes: 0 success, 1 failure, 2 usage error, 3 provider or credential not found,
+Exit codes: 0 success, 1 failure (and an audit log that does not verify), 2 usage error
+(and a run argument that matches several runs), 3 provider, credential or run not found,
 4 credential rejected, 5 input needed but unavailable, 6 credential store unreadable.
 
 Examples:
