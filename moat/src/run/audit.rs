@@ -27,7 +27,7 @@
 //! returned would defeat the log's purpose; an append costs a few milliseconds, so call it off
 //! any latency-sensitive path (e.g. `spawn_blocking`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
-use crate::home::atomic_write;
+use crate::home::{atomic_write, open_private_append};
 
 /// What the manager records. Never a credential: grant and provider names, where a credential
 /// came from, ids, hosts and paths.
@@ -160,16 +160,7 @@ impl AuditEntry {
     }
 
     fn to_line(&self) -> String {
-        let data = RawValue::from_string(self.data.clone()).expect("data is JSON");
-        let mut line = serde_json::to_string(&Stored {
-            seq: self.seq,
-            ts: self.ts.clone(),
-            kind: self.kind.clone(),
-            prev_hash: self.prev_hash.clone(),
-            data,
-            hash: self.hash.clone(),
-        })
-        .expect("an entry serializes");
+        let mut line = serde_json::to_string(self).expect("an entry serializes");
         line.push('\n');
         line
     }
@@ -433,14 +424,7 @@ impl AuditLog {
             path: path.to_path_buf(),
             source,
         };
-        let mut options = OpenOptions::new();
-        options.create(true).append(true).read(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let file = options.open(path).map_err(io)?;
+        let file = open_private_append(path).map_err(io)?;
         lock_exclusive(&file).map_err(|err| {
             if err.kind() == io::ErrorKind::WouldBlock {
                 AuditError::Busy {

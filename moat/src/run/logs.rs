@@ -14,13 +14,15 @@
 //! [`LogReader::read_new`] for lines appended since, and [`follow`] to keep reading until the run
 //! has ended.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::home::open_private_append;
 
 /// The longest line kept whole; longer output is cut into lines of this many bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -58,19 +60,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Opens `path` for appending, creating it `0600`.
     pub fn open(path: &Path) -> io::Result<LogWriter> {
-        let mut options = OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let file = options.open(path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
+        let file = open_private_append(path)?;
         Ok(LogWriter {
             file,
             path: path.to_path_buf(),
@@ -417,7 +407,10 @@ mod tests {
         let got = reader.tail(Some(10)).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(reader.skipped(), 1);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"-11-29T12:00:01.000Z\",\"stream\":\"stderr\",\"line\":\"b\"}\n")
             .unwrap();
         let got = reader.read_new().unwrap();
