@@ -135,7 +135,8 @@ impl Config {
     /// resolved against `file`'s directory (the workspace).
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = yaml::from_str(text, file).map_err(|mut err| {
-            if let Some((key, want)) = expected(&err.key) {
+            if let Some((key, want)) = expected(&err.key).filter(|(_, w)| !err.message.contains(w))
+            {
                 err.message = format!("{}; `{key}` takes {want}", err.message);
             }
             err

@@ -198,7 +198,7 @@ fn bad_files_say_where_and_what() {
             3,
             0,
             "network.rules[0]",
-            &["want \\\"HOST allow|deny METHOD /glob\\\""],
+            &["want \"HOST allow|deny METHOD /glob\""],
         ),
         (
             "network:\n  rules:\n    - api.github.com: [\"permit GET /x\"]\n",
@@ -241,7 +241,7 @@ fn bad_files_say_where_and_what() {
             2,
             0,
             "env",
-            &["invalid variable name \\\"1A\\\""],
+            &["invalid variable name \"1A\""],
         ),
         ("command: []\n", 1, 0, "command", &["the command is empty"]),
         (
@@ -257,7 +257,7 @@ fn bad_files_say_where_and_what() {
             2,
             0,
             "mounts[0]",
-            &["want \\\"source:target\\\""],
+            &["want \"source:target\""],
         ),
         (
             "mounts:\n  - a:rel\n",

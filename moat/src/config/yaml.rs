@@ -59,8 +59,10 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlE
         let location = err.location();
         let message = serde_saphyr::DefaultMessageFormatter
             .format_message(err.without_snippet())
-            .escape_debug()
-            .to_string();
+            .chars()
+            // The message may quote the file: no control character reaches the terminal.
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         YamlError {
             file: file.to_path_buf(),
             line: location.as_ref().map_or(0, |l| l.line()),

@@ -354,12 +354,16 @@ pub fn verify(path: &Path) -> io::Result<Verification> {
         );
     }
     match read_head(path)? {
+        Some(Err(())) => flag(
+            last + 1,
+            format!("{} is not valid", head_path(path).display()),
+        ),
         None if last > 0 => flag(
             last + 1,
             format!("{} is missing", head_path(path).display()),
         ),
         None => {}
-        Some(head) if head.seq > last => flag(
+        Some(Ok(head)) if head.seq > last => flag(
             last + 1,
             format!(
                 "the log ends at entry {last} but its head says {}: entries were removed from \
@@ -368,11 +372,11 @@ pub fn verify(path: &Path) -> io::Result<Verification> {
             ),
         ),
         // A crash between an append and the head's update leaves the head one entry behind.
-        Some(head) if head.seq + 1 < last => flag(
+        Some(Ok(head)) if head.seq + 1 < last => flag(
             head.seq + 1,
             format!("entries after {} were added without the writer", head.seq),
         ),
-        Some(head) => {
+        Some(Ok(head)) => {
             let at = match head.seq {
                 0 => String::new(),
                 seq => entries
@@ -391,12 +395,10 @@ pub fn verify(path: &Path) -> io::Result<Verification> {
     Ok(Verification { entries, tamper })
 }
 
-fn read_head(path: &Path) -> io::Result<Option<Head>> {
+/// The head: `None` when there is none, `Some(Err(()))` when it does not parse.
+fn read_head(path: &Path) -> io::Result<Option<Result<Head, ()>>> {
     match fs::read(head_path(path)) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Head {
-            seq: u64::MAX,
-            hash: String::new(),
-        }))),
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|_| ()))),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
     }

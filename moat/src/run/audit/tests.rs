@@ -238,6 +238,12 @@ fn tampering_is_found_with_the_first_bad_seq() {
             5,
             "audit.head is missing",
         ),
+        (
+            "head garbled",
+            |p, _| fs::write(head_path(p), "{").unwrap(),
+            5,
+            "audit.head is not valid",
+        ),
     ];
     for (name, edit, seq, what) in cases {
         let dir = tempfile::tempdir().unwrap();
