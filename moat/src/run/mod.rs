@@ -10,7 +10,43 @@
 //! | [`audit`] | `audit.jsonl`: the hash-chained [`AuditLog`] (one writer) and [`audit::verify`] |
 //! | [`network`] | reading the proxy's `network.jsonl` for `moat trace` |
 //!
-//! The manager that drives a run lives beside these files and uses only their public API.
+//! The manager that drives a run lives beside these files and uses only their public API. A run's
+//! life on disk, in the order the manager goes through it:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! use moat::home::MoatHome;
+//! use moat::run::{AuditEvent, AuditLog, LogWriter, RunId, RunMetadata, RunState, RunStore, Stream};
+//!
+//! let store = RunStore::new(&MoatHome::at(tmp.path()));
+//! let name = store.pick_name(None, Some("my-agent"))?; // --name, then moat.yaml, then random
+//! let mut meta = RunMetadata::new(RunId::generate(), name, "/path/to/workspace");
+//! meta.command = vec!["curl".into(), "-s".into(), "https://api.github.com/user".into()];
+//! meta.grants = vec!["github".into()];
+//! let paths = store.create(&meta)?; // runs/<id>/ (0700) and metadata.json
+//! let audit = AuditLog::open(&paths.audit)?; // the one writer of audit.jsonl
+//! audit.append(&AuditEvent::Credential {
+//!     grant: "github".into(),
+//!     provider: "github".into(),
+//!     source: "store".into(),
+//! })?;
+//! store.set_state(&mut meta, RunState::Starting)?; // every change saved at once
+//! meta.container_id = Some("4f2a…".into());
+//! store.set_state(&mut meta, RunState::Running)?;
+//!
+//! let mut logs = LogWriter::open(&paths.logs)?;
+//! logs.write(Stream::Stdout, b"{\"login\":")?; // chunks as the runtime hands them over
+//! logs.write(Stream::Stdout, b"\"octocat\"}\n")?;
+//! logs.close()?; // flushes a partial last line
+//!
+//! meta.exit_code = Some(0);
+//! audit.append(&AuditEvent::Exec { command: meta.command.clone(), exit_code: Some(0) })?;
+//! store.set_state(&mut meta, RunState::Stopped)?;
+//! assert_eq!(store.resolve("my-agent")?.state(), RunState::Stopped);
+//! assert!(moat::run::audit::verify(&paths.audit)?.tamper.is_none());
+//! # Ok(()) }
+//! ```
 
 pub mod audit;
 pub mod id;
