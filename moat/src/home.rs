@@ -194,6 +194,21 @@ pub fn atomic_create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<boo
     Ok(created)
 }
 
+/// Opens `path` for appending, creating it `0600`; an existing file is made `0600` too (it may
+/// have been created with looser permissions). For logs that hold a run's private data.
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    set_exact_mode(&file, 0o600)?;
+    Ok(file)
+}
+
 /// Creates a fresh temporary file next to `path` with `mode`, writes and fsyncs `bytes`, and
 /// returns its path. On failure the temporary file is removed.
 fn write_temp_sibling(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
@@ -405,6 +420,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         assert!(atomic_write(&tmp.path().join("nope/f"), b"x", 0o600).is_err());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn open_private_append_makes_the_file_0600_and_appends() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log");
+        fs::write(&path, b"a").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        open_private_append(&path).unwrap().write_all(b"b").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"ab");
+        assert_eq!(mode_of(&path), 0o600);
+        let fresh = tmp.path().join("fresh");
+        open_private_append(&fresh).unwrap();
+        assert_eq!(mode_of(&fresh), 0o600);
     }
 
     #[test]

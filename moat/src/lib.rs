@@ -4,6 +4,7 @@
 //! [`cli`]. Everything else is a library module with one job each; see the README's tour.
 
 pub mod cli;
+pub mod config;
 pub mod credential;
 pub mod home;
 pub mod http;
@@ -12,3 +13,4 @@ pub mod provider;
 pub mod providers;
 pub mod run;
 pub mod proxy;
+pub mod run;

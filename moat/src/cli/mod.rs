@@ -1,12 +1,17 @@
 //! The command line: parse, call the library, print. One module per command.
 
+mod audit;
 mod error;
 mod grant;
+mod list;
+mod logs;
 mod plugin;
 mod prompt;
 mod proxy;
 mod revoke;
+mod runs;
 mod table;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -23,14 +28,18 @@ const AFTER_HELP: &str = "\
 Credentials are stored encrypted under $MOAT_HOME (default ~/.moat); the key lives in the system
 keyring, or in $MOAT_HOME/encryption.key when MOAT_KEYRING_BACKEND=file.
 
-Exit codes: 0 success, 1 failure, 2 usage error, 3 provider or credential not found,
+Exit codes: 0 success, 1 failure (and an audit log that does not verify), 2 usage error
+(and a run argument that matches several runs), 3 provider, credential or run not found,
 4 credential rejected, 5 input needed but unavailable, 6 credential store unreadable.
 
 Examples:
   moat grant github            store a GitHub token (from GITHUB_TOKEN, the gh CLI, or a prompt)
   moat grant providers         list the providers and where each comes from
   moat grant list --json       list stored credentials as JSON
-  moat revoke github           delete the stored GitHub credential";
+  moat revoke github           delete the stored GitHub credential
+  moat list                    the runs, newest first
+  moat logs -f                 follow the newest run's output until it ends
+  moat audit my-run            verify a run's audit log and show its events";
 
 /// Run commands and AI coding agents in containers, with credentials injected on the wire by a
 /// proxy so the agent never sees a token.
@@ -66,6 +75,14 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Tools for plugin authors: check a moat-provider-<name> executable against the protocol.
     Plugin(plugin::PluginArgs),
+    /// List runs, newest first.
+    List(list::ListArgs),
+    /// Show a run's output (the last lines, or followed while it runs).
+    Logs(logs::LogsArgs),
+    /// Show the requests a run made through the proxy.
+    Trace(trace::TraceArgs),
+    /// Verify a run's hash-chained audit log and show its events.
+    Audit(audit::AuditArgs),
 }
 
 impl Cli {
@@ -137,6 +154,11 @@ impl Cli {
             Command::Revoke(args) => revoke::run(&context, args),
             Command::Proxy(args) => proxy::run(&context, args).await,
             Command::Plugin(args) => plugin::run(args).await,
+            Command::List(args) => list::run(&context, args),
+            Command::Logs(args) => logs::run(&context, args),
+            // `-v` is the global flag: it also turns on debug logging on stderr.
+            Command::Trace(args) => trace::run(&context, args, self.global.verbose > 0),
+            Command::Audit(args) => audit::run(&context, args),
         }
     }
 }
@@ -146,10 +168,6 @@ struct Context {
     registry: Registry,
     /// What went wrong while discovering plugins.
     plugins: PluginReport,
-    #[allow(
-        dead_code,
-        reason = "read by the commands that manage runs and plugins"
-    )]
     home: MoatHome,
     profile: Option<Profile>,
     store: CredentialStore,
