@@ -11,3 +11,4 @@ pub mod plugin;
 pub mod provider;
 pub mod providers;
 pub mod proxy;
+pub mod runtime;
