@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod ca;
+pub mod docker;
 mod env;
 mod github;
 mod https;
