@@ -143,11 +143,9 @@ fn listen(ip: IpAddr, tag: &'static str) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            if let Ok(mut stream) = stream {
-                use std::io::Write;
-                let _ = stream.write_all(format!("{tag}\n").as_bytes());
-            }
+        for mut stream in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = stream.write_all(format!("{tag}\n").as_bytes());
         }
     });
     addr

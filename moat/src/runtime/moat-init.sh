@@ -2,9 +2,9 @@
 # moat-init: the first process of every moat container, mounted read-only at
 # /moat/init/moat-init.sh (never baked into an image, so it works on any image).
 # It starts as root and, in order:
-#   1. adds moat's CA (mounted at /etc/ssl/certs/moat-ca/ca.crt) to the system trust bundle, so
-#      clients that ignore SSL_CERT_FILE and friends (Java, some pip paths) trust the proxy too;
-#      never fatal;
+#   1. adds moat's CA (mounted at /etc/ssl/certs/moat-ca/ca.crt) to the system trust bundle (and
+#      Java's keystore when there is one), so clients that ignore SSL_CERT_FILE and friends trust
+#      the proxy too; never fatal;
 #   2. with MOAT_FIREWALL=<proxy ip>:<port> (the strict policy), allows outgoing traffic only to
 #      loopback, established connections and the proxy; fails closed when it cannot;
 #   3. becomes MOAT_UID:MOAT_GID (the workspace's owner on the host) with HOME=/home/moatuser,
@@ -19,15 +19,22 @@ fail() { say "error: $*"; exit 125; }
 [ "$#" -gt 0 ] || fail "no command to run"
 [ "$(id -u)" = 0 ] || fail "moat-init must start as root (the container's user was overridden)"
 
-# 1. Trust moat's CA system-wide, where the image allows it.
+# 1. Trust moat's CA system-wide, where the image allows it. Appending to the bundle is what
+#    OpenSSL, GnuTLS, curl, git, python and node read, and costs nothing; update-ca-certificates
+#    takes seconds (it rehashes every certificate), so it runs only when a Java keystore exists,
+#    which only its hook updates. The copy in /usr/local/share keeps the CA in the bundle if the
+#    command runs update-ca-certificates itself (installing a package can).
 ca=/etc/ssl/certs/moat-ca/ca.crt
 if [ -f "$ca" ]; then
-  if command -v update-ca-certificates >/dev/null 2>&1 && [ -d /usr/local/share/ca-certificates ]; then
-    { cp "$ca" /usr/local/share/ca-certificates/moat-ca.crt && update-ca-certificates >/dev/null 2>&1; } \
-      || say "warning: update-ca-certificates failed; moat's CA is trusted only through SSL_CERT_FILE and similar variables"
+  untrusted="moat's CA is trusted only through SSL_CERT_FILE and similar variables"
+  if [ -d /usr/local/share/ca-certificates ]; then
+    cp "$ca" /usr/local/share/ca-certificates/moat-ca.crt 2>/dev/null || true
+  fi
+  if [ -f /etc/ssl/certs/java/cacerts ] && command -v update-ca-certificates >/dev/null 2>&1; then
+    update-ca-certificates >/dev/null 2>&1 || say "warning: update-ca-certificates failed; $untrusted"
   else
     cat "$ca" >>/etc/ssl/certs/ca-certificates.crt 2>/dev/null \
-      || say "warning: cannot write /etc/ssl/certs/ca-certificates.crt; moat's CA is trusted only through SSL_CERT_FILE and similar variables"
+      || say "warning: cannot write /etc/ssl/certs/ca-certificates.crt; $untrusted"
   fi
 fi
 
