@@ -25,6 +25,9 @@ use tokio::io::AsyncWriteExt;
 const UID: u32 = 4321;
 const GID: u32 = 4322;
 
+/// How long one container may run in these tests before the test fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(60);
+
 /// Connects to 'host:port' targets with a 2 s timeout and prints `<target> <result> <seconds>`,
 /// result `open:<first bytes>`, `timeout`, `refused` or `error-<errno>`.
 const PROBE: &str = r#"
@@ -121,14 +124,19 @@ impl Harness {
         assert!(attached.stdin.is_none());
         self.rt.start(&id).await.unwrap();
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(chunk) = attached.output.next().await {
-            let chunk = chunk.unwrap();
-            match chunk.stream {
-                OutputStream::Stdout => stdout.extend_from_slice(&chunk.bytes),
-                OutputStream::Stderr => stderr.extend_from_slice(&chunk.bytes),
+        let collect = async {
+            while let Some(chunk) = attached.output.next().await {
+                let chunk = chunk.unwrap();
+                match chunk.stream {
+                    OutputStream::Stdout => stdout.extend_from_slice(&chunk.bytes),
+                    OutputStream::Stderr => stderr.extend_from_slice(&chunk.bytes),
+                }
             }
-        }
-        let code = self.rt.wait(&id).await.unwrap();
+            self.rt.wait(&id).await.unwrap()
+        };
+        let code = tokio::time::timeout(LIMIT, collect)
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {LIMIT:?}", spec.name));
         self.rt.remove(&id).await.unwrap();
         Ran {
             code,
@@ -136,6 +144,31 @@ impl Harness {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         }
     }
+}
+
+/// All of the output until the streams close, as (stream, bytes) in order; fails after [`LIMIT`].
+async fn drain(attached: &mut moat::runtime::Attached) -> Vec<(OutputStream, Vec<u8>)> {
+    let collect = async {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = attached.output.next().await {
+            let chunk = chunk.unwrap();
+            chunks.push((chunk.stream, chunk.bytes.to_vec()));
+        }
+        chunks
+    };
+    tokio::time::timeout(LIMIT, collect)
+        .await
+        .expect("the container's output did not end in time")
+}
+
+fn joined(chunks: &[(OutputStream, Vec<u8>)]) -> String {
+    String::from_utf8_lossy(
+        &chunks
+            .iter()
+            .flat_map(|(_, b)| b.clone())
+            .collect::<Vec<u8>>(),
+    )
+    .into_owned()
 }
 
 /// A host listener that answers every connection with `tag` and closes it.
@@ -212,15 +245,11 @@ async fn the_shared_network_reaches_the_gateway_and_nothing_outside() {
     let started = Instant::now();
     h.rt.start(&id).await.unwrap();
     let start = started.elapsed();
-    let mut stdout = Vec::new();
-    while let Some(chunk) = attached.output.next().await {
-        stdout.extend_from_slice(&chunk.unwrap().bytes);
-    }
+    let stdout = joined(&drain(&mut attached).await);
     let code = h.rt.wait(&id).await.unwrap();
     let started = Instant::now();
     h.rt.remove(&id).await.unwrap();
     let remove = started.elapsed();
-    let stdout = String::from_utf8(stdout).unwrap();
     assert_eq!(code, 0, "{stdout}");
 
     let (gw, _) = probe_result(&stdout, &targets[0]);
@@ -420,12 +449,9 @@ async fn stdin_is_written_and_a_tty_is_resized() {
     let mut stdin = attached.stdin.take().expect("stdin was asked for");
     stdin.write_all(b"hello through stdin\n").await.unwrap();
     stdin.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(chunk) = attached.output.next().await {
-        out.extend_from_slice(&chunk.unwrap().bytes);
-    }
+    let out = joined(&drain(&mut attached).await);
     assert_eq!(h.rt.wait(&id).await.unwrap(), 0);
-    assert_eq!(String::from_utf8_lossy(&out), "hello through stdin\n");
+    assert_eq!(out, "hello through stdin\n");
     h.rt.remove(&id).await.unwrap();
 
     // A TTY: resized before the command asks for its size.
@@ -442,14 +468,15 @@ async fn stdin_is_written_and_a_tty_is_resized() {
     h.rt.resize(&id, 33, 101).await.unwrap();
     let mut stdin = attached.stdin.take().unwrap();
     stdin.write_all(b"go\n").await.unwrap();
-    let mut out = Vec::new();
-    while let Some(chunk) = attached.output.next().await {
-        let chunk = chunk.unwrap();
-        assert_eq!(chunk.stream, OutputStream::Stdout, "a TTY has one stream");
-        out.extend_from_slice(&chunk.bytes);
-    }
+    let chunks = drain(&mut attached).await;
+    assert!(
+        chunks
+            .iter()
+            .all(|(stream, _)| *stream == OutputStream::Stdout),
+        "a TTY has one stream"
+    );
     assert_eq!(h.rt.wait(&id).await.unwrap(), 0);
-    let text = String::from_utf8_lossy(&out);
+    let text = joined(&chunks);
     assert!(text.contains("33 101"), "{text:?}");
     assert!(text.contains("got=go"), "{text:?}");
     h.rt.remove(&id).await.unwrap();

@@ -376,16 +376,23 @@ impl Runtime for DockerRuntime {
                 message: "the network vanished right after it was created".into(),
             });
         };
-        if let Some(mine) = created
-            && mine != chosen
+        if let Some(mine) = &created
+            && *mine != chosen
         {
-            let _ = self.docker.remove_network(&mine).await;
+            let _ = self.docker.remove_network(mine).await;
         }
         let inspect = self
             .inspect_network_by_id(&chosen)
             .await
             .map_err(|e| self.error(format!("inspect network {name}"), e))?;
-        network::info_from_inspect(name, inspect)
+        let info = network::info_from_inspect(name, inspect)?;
+        tracing::debug!(
+            network = %info.name,
+            gateway = %info.gateway,
+            created = created.is_some(),
+            "network ready"
+        );
+        Ok(info)
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
@@ -446,6 +453,13 @@ impl Runtime for DockerRuntime {
             name: Some(spec.name.clone()),
             ..Default::default()
         };
+        tracing::debug!(
+            name = %spec.name,
+            image = %spec.image,
+            network = ?spec.network,
+            env_names = ?spec.env.keys().collect::<Vec<_>>(),
+            "creating container"
+        );
         match self.docker.create_container(Some(options), body).await {
             Ok(response) => Ok(ContainerId(response.id)),
             Err(e) if status(&e) == Some(409) => Err(RuntimeError::NameInUse {
