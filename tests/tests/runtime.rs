@@ -222,6 +222,10 @@ async fn the_shared_network_reaches_the_gateway_and_nothing_outside() {
     let ensure_existing = started.elapsed();
     let gateway = network.gateway;
     assert!(gateway.is_ipv4(), "{gateway}");
+    assert!(
+        network.gateway_is_local(),
+        "a local engine's gateway is this host's: {gateway}"
+    );
 
     let on_gateway = listen(gateway, "gateway");
     let on_loopback = listen("127.0.0.1".parse().unwrap(), "loopback");

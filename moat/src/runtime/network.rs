@@ -84,6 +84,15 @@ pub struct NetworkInfo {
     pub subnet: Option<String>,
 }
 
+impl NetworkInfo {
+    /// Whether this host can listen on the gateway address, i.e. the engine runs on this
+    /// machine's kernel (native Linux Docker). With Docker Desktop, Colima or a remote engine the
+    /// gateway lives in another machine, and moat's proxy cannot listen where containers reach it.
+    pub fn gateway_is_local(&self) -> bool {
+        std::net::TcpListener::bind((self.gateway, 0)).is_ok()
+    }
+}
+
 /// Check an existing (or just created) network is one moat may use, and read its gateway.
 ///
 /// A network called `moat` that someone created without `--internal` would give containers a
@@ -177,6 +186,17 @@ mod tests {
         assert_eq!(info.gateway, "172.30.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(info.subnet.as_deref(), Some("172.30.0.0/16"));
         assert_eq!(info.id, "abc");
+        // 192.0.2.1 (TEST-NET-1) is nobody's address; loopback is everybody's.
+        let remote = NetworkInfo {
+            gateway: "192.0.2.1".parse().unwrap(),
+            ..info.clone()
+        };
+        assert!(!remote.gateway_is_local());
+        let local = NetworkInfo {
+            gateway: "127.0.0.1".parse().unwrap(),
+            ..info
+        };
+        assert!(local.gateway_is_local());
     }
 
     #[test]
