@@ -8,7 +8,8 @@
 #
 #   MOAT_BASE_IMAGE=moat-base:bookworm moat run -- echo hello
 #
-# The tests use this image too (`.ci/run` calls this script when the tag is missing). An image
+# The tests use this image too (the first Docker test calls this script, under a lock, when the
+# tag is missing: `moat_tests::docker::ensure_base_image`). An image
 # that already exists is left alone. Needs root (debootstrap), debootstrap itself (installed with
 # apt-get when absent) and a Debian package mirror (MOAT_DEBIAN_MIRROR, default deb.debian.org).
 set -euo pipefail

@@ -11,6 +11,6 @@ pub mod http;
 pub mod plugin;
 pub mod provider;
 pub mod providers;
-pub mod run;
 pub mod proxy;
 pub mod run;
+pub mod runtime;

@@ -56,6 +56,12 @@ fn init_logging(verbosity: u8) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
+    // bollard traces request bodies, and a container's create body holds its env (the run's
+    // proxy token): never, either.
+    let filter = match "bollard=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let color = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()

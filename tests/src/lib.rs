@@ -23,12 +23,17 @@
 //! assert_eq!(env.github().requests().len(), 1);
 //! ```
 //!
+//! For Docker: [`docker::available`] (skip loudly, or fail under `CI=true`),
+//! [`docker::ensure_base_image`] (builds `moat-base:bookworm` once, under a lock) and
+//! [`docker::TestLabel`] (labels a test's containers, networks and images, and removes them).
+//!
 //! `cargo test --workspace` builds the `moat` binary before running these tests;
 //! `cargo test -p moat-tests` alone does not (run `cargo build -p moat` first).
 
 #![warn(missing_docs)]
 
 mod ca;
+pub mod docker;
 mod env;
 mod github;
 mod https;
