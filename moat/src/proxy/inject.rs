@@ -10,7 +10,7 @@
 //! 3. extra headers, comma-joined onto a value the client sent, else set;
 //! 4. removed headers, unless injected in step 2;
 //! 5. token substitution (placeholder → real) in the path and query, the `Authorization` header,
-//!    and (done by the server) bodies of known length up to [`SUBSTITUTION_BODY_LIMIT`];
+//!    and (done by the pipeline) bodies of known length up to [`SUBSTITUTION_BODY_LIMIT`];
 //! 6. `Proxy-Authorization` and `Proxy-Connection` are always removed.
 //!
 //! Responses: the host's transforms run in registration order and the first that applies wins
@@ -466,7 +466,7 @@ pub(crate) fn response_transform(
                 if let Some(sub) = view.substitution
                     && method != "HEAD"
                     && !matches!(status.as_u16(), 101 | 204 | 304)
-                    && scrubbable(headers)
+                    && identity_encoded(headers)
                 {
                     return ResponseAction::Scrub(sub.clone());
                 }
@@ -477,10 +477,58 @@ pub(crate) fn response_transform(
     ResponseAction::None
 }
 
-/// Not content-encoded (a compressed body cannot be searched). Any content type: an API can
-/// echo the token in a binary body as well as in JSON. (Encoded bodies on a substitution host are
-/// refused by the server before this is asked.)
-fn scrubbable(headers: &HeaderMap) -> bool {
+/// Replaces the substituted token by its placeholder in every response header value.
+pub(crate) fn scrub_headers(headers: &mut HeaderMap, sub: &Substitution) {
+    let real = sub.real.expose().as_bytes();
+    if real.is_empty() {
+        return;
+    }
+    for value in headers.values_mut() {
+        let bytes = value.as_bytes();
+        if bytes.windows(real.len()).any(|window| window == real) {
+            let replaced =
+                String::from_utf8_lossy(bytes).replace(sub.real.expose(), &sub.placeholder);
+            // The placeholder is visible ASCII, so the result is a valid header value; if the
+            // value was not text, drop it rather than pass the token on.
+            match HeaderValue::from_str(&replaced) {
+                Ok(clean) => *value = clean,
+                Err(_) => *value = HeaderValue::from_static("[removed by moat]"),
+            }
+        }
+    }
+}
+
+/// Replaces every response header value that contains one of `credentials` (the whole value,
+/// or the token after its scheme) by a marker.
+pub(crate) fn scrub_credential_headers(headers: &mut HeaderMap, credentials: &[CredentialRule]) {
+    let needles: Vec<&[u8]> = credentials
+        .iter()
+        .flat_map(|credential| {
+            let value = credential.value.as_bytes();
+            let token = value
+                .iter()
+                .position(|b| *b == b' ')
+                .map(|i| &value[i + 1..]);
+            std::iter::once(value).chain(token)
+        })
+        .filter(|needle| needle.len() >= 6)
+        .collect();
+    for value in headers.values_mut() {
+        let bytes = value.as_bytes();
+        if needles
+            .iter()
+            .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+        {
+            *value = HeaderValue::from_static("[removed by moat: it held a credential]");
+        }
+    }
+}
+
+/// True when the body is not content-encoded (or says `identity`): a compressed body cannot be
+/// searched. Any content type can be scrubbed: an API can echo the token in a binary body as well
+/// as in JSON. (Encoded bodies on a substitution host are refused by the pipeline before the
+/// transforms are asked.)
+pub(crate) fn identity_encoded(headers: &HeaderMap) -> bool {
     headers
         .get(hyper::header::CONTENT_ENCODING)
         .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
