@@ -221,6 +221,7 @@ pub(crate) async fn handle(
 }
 
 /// Step 1: the run's network policy for this host, method and path.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
 fn check_policy(
     run: &Run,
     state: &RunState,
@@ -423,6 +424,7 @@ fn relay_upgrade(
 /// Step 5: the response as the client gets it: hop-by-hop headers out, credentials and the
 /// substituted token scrubbed from its headers, then the first of the host's response transforms
 /// that applies.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
 fn shape_response(
     view: &HostView<'_>,
     method: &Method,
