@@ -12,7 +12,7 @@ use moat::proxy::{
     CertificateAuthority, NetworkPolicy, Proxy, ProxyConfig, ProxyHandle, ResolveOverrides,
     RunRegistry, RunSpec, RunToken, UpstreamConfig,
 };
-use moat_plugin_sdk::{ProxyRule, ProxyRules, Secret, TransformKind};
+use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, TransformKind};
 use moat_tests::{
     FakeHttps, Recorded, Reply, StreamServer, TestCa, basic_proxy_auth, client_tls, connect_tunnel,
     read_log, roots_from_pem, tls_through_proxy,
@@ -343,55 +343,103 @@ fn token_substitution_extra_and_removed_headers_and_response_scrub() {
 }
 
 #[test]
-fn the_oauth_workaround_turns_scope_403s_into_empty_documents() {
+fn replace_response_answers_in_the_upstreams_place_as_the_provider_said() {
     let ca = TestCa::new();
-    let upstream = FakeHttps::start_for(&ca, &["api.anthropic.com"], |r: &Recorded| {
-        Reply::json(
-            403,
-            serde_json::json!({ "error": format!("forbidden {}", r.path) }),
-        )
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |r: &Recorded| {
+        match r.path_only() {
+            "/ok" => Reply::json(200, serde_json::json!({ "real": true })),
+            _ => Reply::json(
+                403,
+                serde_json::json!({ "error": format!("forbidden {}", r.path) }),
+            )
+            .with_header("content-encoding", "identity"),
+        }
     });
     let proxy = InProcess::start(
         &ca,
-        &format!("api.anthropic.com:443:127.0.0.1:{}", upstream.port()),
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
         ProxyConfig::default(),
     );
-    let (token, _) = proxy.register(
-        vec![rules(vec![
-            credential(
-                "api.anthropic.com",
-                "authorization",
-                "Bearer oauth-real",
-                "claude",
-            ),
-            ProxyRule::ResponseTransform {
-                host: "api.anthropic.com".into(),
-                kind: TransformKind::OauthEndpointWorkaround,
+    let replace =
+        |method: &str, paths: &[&str], status: u16, body: &str| ProxyRule::ReplaceResponse {
+            host: "api.example.com".into(),
+            method: method.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            status,
+            answer: ResponseAnswer {
+                status: 200,
+                content_type: "application/json".into(),
+                body: body.into(),
             },
+        };
+    let (token, log) = proxy.register(
+        vec![rules(vec![
+            credential("api.example.com", "authorization", "Bearer oauth-real", "g"),
+            replace(
+                "GET",
+                &["/api/oauth/profile"],
+                403,
+                r#"{"id":"","email":"","name":""}"#,
+            ),
+            replace("*", &["/api/oauth/*", "/ok"], 403, r#"{"usage":{}}"#),
         ])],
         NetworkPolicy::default(),
     );
     let client = proxy.client(&token);
-    for (path, body) in [
-        ("/api/oauth/profile", r#"{"id":"","email":"","name":""}"#),
-        ("/api/oauth/usage", r#"{"usage":{}}"#),
+    for (method, path, body) in [
+        (
+            "GET",
+            "/api/oauth/profile?x=1",
+            r#"{"id":"","email":"","name":""}"#,
+        ),
+        ("POST", "/api/oauth/profile", r#"{"usage":{}}"#),
+        ("GET", "/api/oauth/usage", r#"{"usage":{}}"#),
     ] {
         let response = client
-            .get(format!("https://api.anthropic.com{path}"))
+            .request(
+                method.parse().unwrap(),
+                format!("https://api.example.com{path}"),
+            )
             .send()
             .unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["x-moat-transformed"],
-            "oauth-scope-workaround"
-        );
-        assert_eq!(response.text().unwrap(), body);
+        assert_eq!(response.status(), 200, "{method} {path}");
+        assert_eq!(response.headers()["x-moat-transformed"], "replace-response");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert!(response.headers().get("content-encoding").is_none());
+        assert_eq!(response.text().unwrap(), body, "{method} {path}");
     }
-    let other = client
-        .get("https://api.anthropic.com/v1/messages")
-        .send()
-        .unwrap();
-    assert_eq!(other.status(), 403, "other paths are left alone");
+    for (path, status) in [("/v1/messages", 403), ("/api/oauth/a/b", 403), ("/ok", 200)] {
+        let response = client
+            .get(format!("https://api.example.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), status, "{path} is left alone");
+        assert!(response.headers().get("x-moat-transformed").is_none());
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        6,
+        "the upstream was asked every time"
+    );
+    let lines = read_log(&log, 6, Duration::from_secs(5));
+    assert_eq!(
+        lines[0]["status_code"], 200,
+        "the log shows what the client got"
+    );
+
+    // A rule moat cannot apply refuses the run, naming the host and the reason.
+    let err = proxy
+        .runs
+        .register(RunSpec {
+            grants: vec![rules(vec![replace("GET", &["no-slash"], 403, "{}")])],
+            ..RunSpec::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api.example.com") && err.contains("must start with /"),
+        "{err}"
+    );
 }
 
 #[test]

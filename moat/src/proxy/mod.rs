@@ -18,6 +18,7 @@
 //! | [`policy`] | permissive/strict, host patterns, method and path rules |
 //! | [`log`] | `network.jsonl`, one redacted line per request |
 //! | [`upstream`] | verified TLS to real hosts, extra CA file, `MOAT_PROXY_RESOLVE` |
+//! | `glob` | path globs (`*`, `**`) of network rules and response replacements |
 //! | `host`, `body`, `respond` | host patterns, streaming body wrappers, the proxy's own responses |
 //!
 //! ```no_run
@@ -39,6 +40,7 @@
 mod auth;
 mod body;
 pub mod ca;
+mod glob;
 mod hop;
 mod host;
 mod inject;

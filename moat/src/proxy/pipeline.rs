@@ -31,7 +31,6 @@ use hyper::http::response::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
-use moat_plugin_sdk::TransformKind;
 
 use super::body::{Capture, Logged, ProxyBody, Scrub, Tee, empty, full, incoming};
 use super::hop::{is_upgrade, strip_hop_by_hop};
@@ -288,7 +287,7 @@ async fn prepare(
     pending.entry.grants = grants;
     let substituted_path = view.substitution.and_then(|sub| substitute(url.path, sub));
     let forwarded_path = substituted_path.as_deref().unwrap_or(url.path);
-    if view.transforms.contains(&TransformKind::ResponseScrub) && view.substitution.is_some() {
+    if view.scrubs_responses() {
         // The scrubber can only search what it can read.
         parts
             .headers
@@ -442,9 +441,7 @@ fn shape_response(
         // The request carried the real token (in its path or body): an upstream may echo it in a
         // redirect's Location, a cookie, or a body the scrubber cannot read.
         scrub_headers(&mut parts.headers, sub);
-        if view.transforms.contains(&TransformKind::ResponseScrub)
-            && !identity_encoded(&parts.headers)
-        {
+        if view.scrubs_responses() && !identity_encoded(&parts.headers) {
             let response = text(
                 StatusCode::BAD_GATEWAY,
                 "moat proxy: the upstream sent a compressed body, which cannot be scrubbed of the \
@@ -455,19 +452,19 @@ fn shape_response(
     }
     let body = match response_transform(view, method.as_str(), path, parts.status, &parts.headers) {
         ResponseAction::None => incoming(body),
-        ResponseAction::Replace(json) => {
-            parts.status = StatusCode::OK;
+        ResponseAction::Replace(answer) => {
+            parts.status = answer.status;
             for name in [CONTENT_LENGTH, CONTENT_ENCODING, TRANSFER_ENCODING] {
                 parts.headers.remove(name);
             }
             parts
                 .headers
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                .insert(CONTENT_TYPE, answer.content_type.clone());
             parts.headers.insert(
                 HeaderName::from_static("x-moat-transformed"),
-                HeaderValue::from_static("oauth-scope-workaround"),
+                HeaderValue::from_static("replace-response"),
             );
-            full(json)
+            full(answer.body.clone())
         }
         ResponseAction::Scrub(sub) => {
             if sub.placeholder.len() != sub.real.expose().len() {
