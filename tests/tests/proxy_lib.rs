@@ -74,6 +74,7 @@ impl InProcess {
                 grants,
                 policy,
                 log: Some(log.clone()),
+                ..RunSpec::default()
             })
             .unwrap();
         (token, log)
@@ -764,4 +765,111 @@ fn an_upstream_echoing_a_credential_in_a_response_header_does_not_hand_it_over()
         upstream.requests()[0].header("authorization"),
         Some(format!("Bearer {real}").as_str())
     );
+}
+
+#[test]
+fn refusals_are_announced_once_per_host_and_reason_with_the_flag_that_allows_them() {
+    let ca = TestCa::new();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |_: &Recorded| {
+        Reply::text(200, "ok")
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let policy: NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "policy": "strict",
+        "rules": [{ "host": "api.example.com", "rules": ["allow GET /**"] }]
+    }))
+    .unwrap();
+    let token = proxy
+        .runs
+        .register(RunSpec {
+            id: "run-7".into(),
+            policy,
+            blocked: Some(sender),
+            ..RunSpec::default()
+        })
+        .unwrap();
+    let auth = basic_proxy_auth(token.as_str());
+    proxy.runtime.block_on(async {
+        for _ in 0..3 {
+            let (status, head, _) = connect_tunnel(proxy.addr(), Some(&auth), "evil.example:443")
+                .await
+                .unwrap();
+            assert_eq!(status, 407, "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("x-moat-blocked: host-not-allowed"),
+                "{head}"
+            );
+        }
+        let (status, head, _) = connect_tunnel(proxy.addr(), Some(&auth), "localhost:5432")
+            .await
+            .unwrap();
+        assert_eq!(status, 407);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-moat-blocked: host-service"),
+            "{head}"
+        );
+    });
+    let client = proxy.client(&token);
+    for path in ["/a?secret=1", "/b"] {
+        let response = client
+            .post(format!("https://api.example.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 407);
+        assert_eq!(response.headers()["x-moat-blocked"], "request-rule");
+        let body = response.text().unwrap();
+        assert!(
+            body.contains("network.rules") && body.contains("--rule"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        client
+            .get("https://api.example.com/ok")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    let summary: Vec<(String, &str, String)> = seen
+        .iter()
+        .map(|b| (b.host.clone(), b.reason.as_str(), b.allow_with.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "evil.example".into(),
+                "host-not-allowed",
+                "--allow evil.example".into()
+            ),
+            (
+                "localhost".into(),
+                "host-service",
+                "--host-port 5432".into()
+            ),
+            (
+                "api.example.com".into(),
+                "request-rule",
+                "--rule 'api.example.com allow POST /a'".into()
+            ),
+        ],
+        "one event per host and reason, in order"
+    );
+    assert!(seen.iter().all(|b| b.run == "run-7"));
+    assert_eq!(seen[2].method, "POST");
+    assert_eq!(seen[2].path, "/a", "no query");
+    assert_eq!(seen[0].method, "CONNECT");
 }

@@ -189,6 +189,7 @@ pub struct StoredEntry {
 #[derive(Debug, Clone)]
 pub struct CredentialStore {
     dir: PathBuf,
+    profile: Option<Profile>,
     keys: KeyManager,
 }
 
@@ -198,8 +199,14 @@ impl CredentialStore {
     pub fn open(home: &MoatHome, profile: Option<&Profile>, keys: KeyConfig) -> CredentialStore {
         CredentialStore {
             dir: home.credentials_dir(profile),
+            profile: profile.cloned(),
             keys: KeyManager::new(home, keys),
         }
+    }
+
+    /// The profile whose credentials these are (`None`: the default set).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
     }
 
     /// The directory holding the `.enc` files.

@@ -16,6 +16,7 @@
 //! | `hop` | hop-by-hop headers and connection upgrades |
 //! | `inject` | the rules applied per request and response (header scrubbing included); the log redactor |
 //! | [`policy`] | permissive/strict, host patterns, method and path rules |
+//! | `blocked` | a refusal: its `407` text, `X-Moat-Blocked` reason, the flag that allows it, the [`Blocked`] event |
 //! | [`log`] | `network.jsonl`, one redacted line per request |
 //! | [`upstream`] | verified TLS to real hosts, extra CA file, `MOAT_PROXY_RESOLVE` |
 //! | `glob` | path globs (`*`, `**`) of network rules and response replacements |
@@ -38,6 +39,7 @@
 //! ```
 
 mod auth;
+mod blocked;
 mod body;
 pub mod ca;
 mod glob;
@@ -53,6 +55,7 @@ pub mod runs;
 mod tunnel;
 pub mod upstream;
 
+pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};
 pub use host::HostError;
 pub use inject::{RulesError, SUBSTITUTION_BODY_LIMIT};

@@ -4,7 +4,7 @@
 //! through [`handle`]:
 //!
 //! 1. [`check_policy`]: the run's network policy (host, method, path); a refusal is a `407` that
-//!    says how to allow it, and a [`super::runs::Blocked`] event for the embedding process;
+//!    says how to allow it, and a [`super::Blocked`] event for the embedding process;
 //! 2. [`prepare`]: hop-by-hop headers out, the run's rules in ([`super::inject`]: credentials,
 //!    extra and removed headers, token substitution in the path and the body), the upstream URI;
 //! 3. [`forward`]: the request sent upstream ([`super::upstream`]);
@@ -32,6 +32,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
+use super::blocked::Blocked;
 use super::body::{Capture, Logged, ProxyBody, Scrub, Tee, empty, full, incoming};
 use super::hop::{is_upgrade, strip_hop_by_hop};
 use super::host::Target;
@@ -42,7 +43,6 @@ use super::inject::{
 };
 use super::listener::Shared;
 use super::log::{BODY_CAPTURE_LIMIT, Entry, snapshot};
-use super::policy::Decision;
 use super::respond::{blocked, text};
 use super::runs::{Run, RunState};
 
@@ -231,12 +231,14 @@ fn check_policy(
 ) -> Result<(), Refusal> {
     let method = request.method().as_str();
     let decision = state.policy.check(&target.host, target.port, method, path);
-    if decision == Decision::Allow {
+    let Some(refused) = Blocked::new(&run.id, &decision, &target.host, target.port, method, path)
+    else {
         return Ok(());
-    }
+    };
     tracing::debug!(run = %run.id, host = %target.host, %method, "request blocked by policy");
     pending.entry.req_headers = snapshot(request.headers());
-    let response = blocked(&decision, &target.host, method, path);
+    let response = blocked(&refused);
+    run.announce(refused);
     Err((response, Some("blocked by network policy".into())))
 }
 

@@ -337,26 +337,6 @@ fn parse_rule(rule: &str) -> Result<PathRule, &'static str> {
     })
 }
 
-/// The body of a `407` for a blocked request: what was blocked and how to allow it.
-pub(crate) fn blocked_body(decision: &Decision, host: &str, method: &str, path: &str) -> String {
-    match decision {
-        Decision::DenyHost => format!(
-            "Moat: request blocked by network policy.\nHost \"{host}\" is not in the allow list.\n\
-             Add it to network.rules in moat.yaml (moat proxy: --allow {host}) or use policy: \
-             permissive.\n"
-        ),
-        Decision::DenyHostService => format!(
-            "Moat: request blocked by network policy.\nHost \"{host}\" is this machine, and the \
-             port is not open to the container.\nList the port under network.host in moat.yaml \
-             (moat proxy: --host-port <port>).\n"
-        ),
-        _ => format!(
-            "Moat: request blocked by network policy.\nHost: {host}\nRequest: {method} {path}\n\
-             To allow this request, update network.rules in moat.yaml (moat proxy: --rule).\n"
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -533,8 +513,6 @@ mod tests {
         }
         assert!(!is_host_local("localhost.example.com"));
         assert!(!is_host_local("10.0.0.1"));
-        let body = blocked_body(&Decision::DenyHostService, "localhost", "GET", "/");
-        assert!(body.contains("--host-port"), "{body}");
     }
 
     #[test]
@@ -576,14 +554,5 @@ mod tests {
         assert_eq!(p.policy, PolicyMode::Strict);
         assert_eq!("STRICT".parse::<PolicyMode>(), Ok(PolicyMode::Strict));
         assert!("lax".parse::<PolicyMode>().is_err());
-    }
-
-    #[test]
-    fn blocked_bodies_say_how_to_allow() {
-        let body = blocked_body(&Decision::DenyHost, "evil.com", "GET", "/");
-        assert!(body.contains("Host \"evil.com\" is not in the allow list"));
-        assert!(body.contains("--allow evil.com"));
-        let body = blocked_body(&Decision::DenyPath, "a.com", "POST", "/x");
-        assert!(body.contains("POST /x") && body.contains("network.rules"));
     }
 }

@@ -16,12 +16,12 @@ use hyper_util::server::conn::auto;
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::auth::{authenticate, challenge};
+use super::blocked::Blocked;
 use super::body::{ProxyBody, empty};
 use super::host::Target;
 use super::listener::Shared;
 use super::log::{Entry, snapshot};
 use super::pipeline::{Scheme, handle, host_agrees};
-use super::policy::Decision;
 use super::respond::{blocked, text};
 use super::runs::TokenHash;
 
@@ -40,9 +40,11 @@ pub(crate) fn connect(shared: Arc<Shared>, request: Request<Incoming>) -> Respon
     };
     let state = run.state();
     let decision = state.policy.check_host(&target.host, target.port);
-    if decision != Decision::Allow {
+    if let Some(refused) =
+        Blocked::new(&run.id, &decision, &target.host, target.port, "CONNECT", "")
+    {
         tracing::debug!(run = %run.id, %target, "CONNECT blocked by policy");
-        let response = blocked(&decision, &target.host, "CONNECT", "");
+        let response = blocked(&refused);
         if let Some(log) = &run.log {
             let entry = Entry {
                 method: "CONNECT".into(),
@@ -55,6 +57,7 @@ pub(crate) fn connect(shared: Arc<Shared>, request: Request<Incoming>) -> Respon
             };
             log.write(entry, &state.redactor);
         }
+        run.announce(refused);
         return response;
     }
     tracing::debug!(run = %run.id, %target, "CONNECT");
