@@ -26,6 +26,10 @@ Upstream addresses: DNS, unless MOAT_PROXY_RESOLVE maps host:port to another add
 curl's --resolve: MOAT_PROXY_RESOLVE='api.github.com:443:127.0.0.1:8443,...'.
 Services on this machine (localhost, 127.0.0.1, ::1, moat-host) are refused unless --host-port
 lists their port. Credentials are never added to cleartext http:// requests.
+A refused request gets a 407 whose body says how to allow it; since clients often hide it, each
+refused host and reason is also printed once on stderr with the --allow, --rule or --host-port
+that would allow it. Listening on a non-loopback address (--listen 0.0.0.0:0) lets other machines
+use your credentials through the proxy: moat warns.
 
 Examples:
   moat proxy --grant github
