@@ -873,3 +873,45 @@ fn refusals_are_announced_once_per_host_and_reason_with_the_flag_that_allows_the
     assert_eq!(seen[2].path, "/a", "no query");
     assert_eq!(seen[0].method, "CONNECT");
 }
+
+#[test]
+fn compressed_and_binary_bodies_are_logged_as_markers_not_mojibake() {
+    let ca = TestCa::new();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |r: &Recorded| {
+        let bytes = vec![0x1f, 0x8b, 0x08, 0x00, 0xc3, 0x28, 0xff, 0xfe, 0x00];
+        match r.path_only() {
+            "/gzip" => Reply::status(200)
+                .with_header("content-type", "application/json")
+                .with_header("content-encoding", "gzip")
+                .with_body(bytes),
+            _ => Reply::status(200)
+                .with_header("content-type", "text/plain")
+                .with_body(bytes),
+        }
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(vec![], NetworkPolicy::default());
+    let client = proxy.client(&token);
+    for path in ["/gzip", "/binary"] {
+        let response = client
+            .get(format!("https://api.example.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.bytes().unwrap().len(),
+            9,
+            "the client gets the bytes as sent"
+        );
+    }
+    let lines = read_log(&log, 2, Duration::from_secs(5));
+    assert_eq!(
+        lines[0]["resp_body"],
+        "[gzip-encoded body, 9 bytes captured, not decoded]"
+    );
+    assert_eq!(lines[1]["resp_body"], "[binary body, 9 bytes captured]");
+}
