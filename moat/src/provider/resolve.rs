@@ -12,7 +12,7 @@ use std::fmt;
 use moat_plugin_sdk::{Credential, ErrorKind, ProviderError, ProxyRules};
 
 use super::registry::{Entry, Registry};
-use crate::credential::{CredentialStore, StoreError};
+use crate::credential::{CredentialStore, StoreError, with_profile};
 
 /// One grant, ready for a run.
 pub struct ResolvedGrant {
@@ -253,8 +253,5 @@ fn problem_grant(problem: &GrantProblem) -> Option<&String> {
 
 /// `moat grant <provider>`, with `--profile <p>` when the store is a profile's.
 fn grant_command(provider: &str, store: &CredentialStore) -> String {
-    match store.profile() {
-        Some(profile) => format!("moat grant {provider} --profile {}", profile.as_str()),
-        None => format!("moat grant {provider}"),
-    }
+    with_profile(format!("moat grant {provider}"), store.profile())
 }
