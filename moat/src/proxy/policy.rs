@@ -4,10 +4,10 @@
 //! - `strict`: only hosts in `allow`, hosts with an entry in `rules`, and the hosts of the run's
 //!   grants (their rules' hosts and `allow_hosts`) are reachable.
 //!
-//! Host patterns are those of [`super::host`]; a pattern without a port matches only ports 80
-//! and 443. Path rules read `"<allow|deny> <METHOD|*> <glob>"`, globs as in [`super::glob`]. The
-//! query is ignored; the first matching rule of the
-//! first matching host entry wins. When none matches, the request is allowed, except under
+//! Host patterns are those of `host`; a pattern without a port matches only ports 80 and 443.
+//! Path rules read `"<allow|deny> <METHOD|*> <glob>"`, globs as in `glob` (`*` within a segment,
+//! `**` across segments; the query is ignored). The first matching rule of the first matching
+//! host entry wins. When none matches, the request is allowed, except under
 //! `strict` for a host that is reachable only because it has rules: there only what the rules
 //! allow passes.
 
