@@ -13,8 +13,10 @@
 //!    and (done by the pipeline) bodies of known length up to [`SUBSTITUTION_BODY_LIMIT`];
 //! 6. `Proxy-Authorization` and `Proxy-Connection` are always removed.
 //!
-//! Responses: the host's transforms run in registration order and the first that applies wins
-//! ([`response_transform`]).
+//! Responses: response headers that echo a credential or the substituted token are scrubbed
+//! ([`scrub_credential_headers`], [`scrub_headers`]); then the host's transforms
+//! (`response_transform` scrubbing and `replace_response` answers, both provider data) run in
+//! registration order and the first that applies wins ([`response_transform`]).
 //!
 //! Each kind of rule is looked up separately for the request's host: a `host:port` key first, then
 //! the bare host, then the most specific `*.suffix` (with a port, then without).
