@@ -82,6 +82,6 @@ pub use info::{Capability, ProviderInfo, validate_name};
 pub use provider::{
     AgentProvider, CredentialProvider, EndpointProvider, RefreshableProvider, RunStoppedHook,
 };
-pub use rules::{ProxyRule, ProxyRules, TransformKind};
+pub use rules::{ProxyRule, ProxyRules, ResponseAnswer, TransformKind};
 pub use secret::Secret;
 pub use serve::{ServeOptions, serve, serve_io, serve_io_with, serve_with};

@@ -101,6 +101,39 @@ pub enum ProxyRule {
         /// Which transform.
         kind: TransformKind,
     },
+    /// Answer in the upstream's place: when a request to `host` with `method` on a path matching
+    /// one of `paths` gets `status` from the upstream, the client receives `answer` instead, with
+    /// the header `X-Moat-Transformed: replace-response`. For endpoints a credential cannot use
+    /// (an OAuth token without the scope a profile endpoint needs) where the client copes with an
+    /// empty document but not with the error.
+    ///
+    /// Like `response_transform`, replacements run in registration order and the first that
+    /// applies wins.
+    ReplaceResponse {
+        /// Host pattern.
+        host: String,
+        /// The request method (`GET`), or `*` for any.
+        method: String,
+        /// Path globs, matched against the path without its query: `*` within one segment, `**`
+        /// across segments (`/api/oauth/*`, `/v1/**`). At least one.
+        paths: Vec<String>,
+        /// The upstream status this applies to (`403`).
+        status: u16,
+        /// What the client gets instead.
+        answer: ResponseAnswer,
+    },
+}
+
+/// A response the proxy sends in the upstream's place ([`ProxyRule::ReplaceResponse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResponseAnswer {
+    /// Its status (200–599).
+    pub status: u16,
+    /// Its `Content-Type` (`application/json`).
+    pub content_type: String,
+    /// Its body, as text (at most 64 KiB).
+    #[serde(default)]
+    pub body: String,
 }
 
 impl ProxyRule {
@@ -111,19 +144,18 @@ impl ProxyRule {
             | ProxyRule::ExtraHeader { host, .. }
             | ProxyRule::RemoveHeader { host, .. }
             | ProxyRule::TokenSubstitution { host, .. }
-            | ProxyRule::ResponseTransform { host, .. } => host,
+            | ProxyRule::ResponseTransform { host, .. }
+            | ProxyRule::ReplaceResponse { host, .. } => host,
         }
     }
 }
 
 /// The response transforms the proxy knows. A closed set on purpose: a provider names one, it
-/// never ships code.
+/// never ships code. (A response replaced by a fixed answer is [`ProxyRule::ReplaceResponse`],
+/// whose data the provider sends.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TransformKind {
-    /// An upstream `403` on `/api/oauth/profile` or `/api/oauth/usage` becomes a `200` with an
-    /// empty document (OAuth setup tokens lack the `user:profile` scope those endpoints need).
-    OauthEndpointWorkaround,
     /// Text and JSON bodies up to 512 KiB have every occurrence of the real token replaced by the
     /// placeholder, so an API that echoes the token back cannot hand it to the container.
     ResponseScrub,
@@ -144,6 +176,21 @@ mod tests {
         assert_eq!(json["rules"][0]["kind"], "response-scrub");
         let back: ProxyRules = serde_json::from_value(json).unwrap();
         assert_eq!(back, rules);
+    }
+
+    #[test]
+    fn a_replacement_is_data() {
+        let json = serde_json::json!({ "rules": [{
+            "type": "replace_response",
+            "host": "api.example.com",
+            "method": "GET",
+            "paths": ["/api/oauth/profile"],
+            "status": 403,
+            "answer": { "status": 200, "content_type": "application/json", "body": "{}" }
+        }]});
+        let rules: ProxyRules = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(rules.hosts(), vec!["api.example.com"]);
+        assert_eq!(serde_json::to_value(&rules).unwrap(), json);
     }
 
     #[test]

@@ -618,6 +618,7 @@ fn serve_proxy_child() {
                 },
                 log: (std::env::var("BENCH_LOG").as_deref() != Ok("0"))
                     .then(|| dir.join("network.jsonl")),
+                ..RunSpec::default()
             })
             .unwrap();
         let handle = Proxy::new(ca, runs, &upstream, ProxyConfig::default())

@@ -600,7 +600,7 @@ fn strict_policy_blocks_unlisted_hosts_and_rules_deny_paths() {
             .unwrap();
         assert_eq!(status, 407, "{head}");
         let lower = head.to_ascii_lowercase();
-        assert!(lower.contains("x-moat-blocked: request-rule"), "{head}");
+        assert!(lower.contains("x-moat-blocked: host-not-allowed"), "{head}");
         assert!(lower.contains("proxy-authenticate: moat-policy"), "{head}");
         let mut body = vec![0u8; 1024];
         let n = tcp.read(&mut body).await.unwrap();
@@ -693,6 +693,33 @@ fn strict_policy_blocks_unlisted_hosts_and_rules_deny_paths() {
     assert!(
         blocked.contains(&"DELETE https://api.github.com/repos/o/r".to_owned()),
         "{blocked:?}"
+    );
+
+    // And on moat proxy's stderr, once per host and reason, with the flag that allows it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refusals = loop {
+        let stderr = proxy.stderr();
+        let lines: Vec<String> = stderr
+            .lines()
+            .filter(|l| l.starts_with("moat proxy: blocked"))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 3 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        refusals,
+        [
+            "moat proxy: blocked CONNECT example.com:443: the host is not in the allow list; \
+             to allow it: --allow example.com (moat.yaml: network.allow)",
+            "moat proxy: blocked CONNECT api.github.com:8443: the host is not in the allow \
+             list; to allow it: --allow api.github.com:8443 (moat.yaml: network.allow)",
+            "moat proxy: blocked DELETE api.github.com/repos/o/r: a network rule denies it; to \
+             allow it: --rule 'api.github.com allow DELETE /repos/o/r' (moat.yaml: network.rules)",
+        ],
+        "the second rule denial on api.github.com is not repeated"
     );
 }
 
@@ -889,4 +916,131 @@ fn the_real_token_never_reaches_logs_error_pages_or_output() {
         failed["error"].as_str().unwrap().contains("connect"),
         "{failed}"
     );
+}
+
+/// `moat proxy` with `args`, expected to fail before it starts: (exit code, stderr).
+fn proxy_refused(env: &MoatEnv, args: &[&str], vars: &[(&str, &str)]) -> (i32, String) {
+    let out = env
+        .cmd()
+        .args(args)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run moat proxy");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_missing_grant_is_reported_at_once_with_the_command_that_fixes_it() {
+    let env = MoatEnv::new();
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/moat-provider-linear/moat-provider-linear");
+    std::os::unix::fs::symlink(plugin, env.bin_dir().join("moat-provider-linear")).unwrap();
+
+    let (code, stderr) = proxy_refused(
+        &env,
+        &[
+            "--profile",
+            "work",
+            "proxy",
+            "--grant",
+            "github",
+            "--grant",
+            "linear",
+            "--grant",
+            "github",
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "not found: {stderr}");
+    assert!(stderr.contains("2 grants cannot be used"), "{stderr}");
+    assert!(
+        stderr.contains("github: not granted yet") && stderr.contains("linear: not granted yet"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("  moat grant github --profile work\n")
+            && stderr.contains("  moat grant linear --profile work"),
+        "the fixes name the profile: {stderr}"
+    );
+    assert_eq!(stderr.matches("github: not granted").count(), 1, "{stderr}");
+
+    // Without a profile, the fix has none; an unknown name is listed with the rest.
+    let (code, stderr) = proxy_refused(
+        &env,
+        &["proxy", "--grant", "github", "--grant", "nosuch"],
+        &[],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("unknown provider: nosuch"), "{stderr}");
+    assert!(
+        stderr.contains("To fix it, run: moat grant github\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--profile"), "{stderr}");
+}
+
+#[test]
+fn bad_proxy_settings_are_usage_errors_that_leave_nothing_behind() {
+    let env = granted_env();
+    let (code, stderr) = proxy_refused(
+        &env,
+        &["proxy", "--grant", "github"],
+        &[("MOAT_PROXY_RESOLVE", "api.github.com:443")],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid MOAT_PROXY_RESOLVE entry") && stderr.contains("127.0.0.1:8443"),
+        "the error and an example: {stderr}"
+    );
+
+    let missing = env.root().join("no-such-dir/deeper/network.jsonl");
+    let (code, stderr) = proxy_refused(&env, &["proxy", "--log", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        !env.root().join("no-such-dir").exists(),
+        "no folder was created"
+    );
+}
+
+#[test]
+fn listening_on_every_interface_warns_and_prints_a_url_that_works() {
+    let env = granted_env();
+    let github = fake_github_hosts(&env);
+    let proxy = start_github_proxy(&env, github.port(), &["--listen", "0.0.0.0:0"]);
+    assert!(
+        proxy.info()["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("0.0.0.0:")
+    );
+    let url = proxy.url();
+    assert!(url.contains("@127.0.0.1:"), "{url}");
+    let stderr = proxy.stderr();
+    assert!(
+        stderr.contains("warning:") && stderr.contains("other machines can reach"),
+        "{stderr}"
+    );
+    let ca = proxy.ca_cert();
+    let out = curl(
+        &env,
+        &[
+            "--proxy",
+            url,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "https://api.github.com/user",
+        ],
+    );
+    assert!(last_line(&out).starts_with("200"), "{out:?}");
+
+    let local = start_github_proxy(&env, github.port(), &[]);
+    assert!(!local.stderr().contains("warning:"), "{}", local.stderr());
 }

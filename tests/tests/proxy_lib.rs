@@ -12,7 +12,7 @@ use moat::proxy::{
     CertificateAuthority, NetworkPolicy, Proxy, ProxyConfig, ProxyHandle, ResolveOverrides,
     RunRegistry, RunSpec, RunToken, UpstreamConfig,
 };
-use moat_plugin_sdk::{ProxyRule, ProxyRules, Secret, TransformKind};
+use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, TransformKind};
 use moat_tests::{
     FakeHttps, Recorded, Reply, StreamServer, TestCa, basic_proxy_auth, client_tls, connect_tunnel,
     read_log, roots_from_pem, tls_through_proxy,
@@ -74,6 +74,7 @@ impl InProcess {
                 grants,
                 policy,
                 log: Some(log.clone()),
+                ..RunSpec::default()
             })
             .unwrap();
         (token, log)
@@ -343,55 +344,103 @@ fn token_substitution_extra_and_removed_headers_and_response_scrub() {
 }
 
 #[test]
-fn the_oauth_workaround_turns_scope_403s_into_empty_documents() {
+fn replace_response_answers_in_the_upstreams_place_as_the_provider_said() {
     let ca = TestCa::new();
-    let upstream = FakeHttps::start_for(&ca, &["api.anthropic.com"], |r: &Recorded| {
-        Reply::json(
-            403,
-            serde_json::json!({ "error": format!("forbidden {}", r.path) }),
-        )
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |r: &Recorded| {
+        match r.path_only() {
+            "/ok" => Reply::json(200, serde_json::json!({ "real": true })),
+            _ => Reply::json(
+                403,
+                serde_json::json!({ "error": format!("forbidden {}", r.path) }),
+            )
+            .with_header("content-encoding", "identity"),
+        }
     });
     let proxy = InProcess::start(
         &ca,
-        &format!("api.anthropic.com:443:127.0.0.1:{}", upstream.port()),
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
         ProxyConfig::default(),
     );
-    let (token, _) = proxy.register(
-        vec![rules(vec![
-            credential(
-                "api.anthropic.com",
-                "authorization",
-                "Bearer oauth-real",
-                "claude",
-            ),
-            ProxyRule::ResponseTransform {
-                host: "api.anthropic.com".into(),
-                kind: TransformKind::OauthEndpointWorkaround,
+    let replace =
+        |method: &str, paths: &[&str], status: u16, body: &str| ProxyRule::ReplaceResponse {
+            host: "api.example.com".into(),
+            method: method.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            status,
+            answer: ResponseAnswer {
+                status: 200,
+                content_type: "application/json".into(),
+                body: body.into(),
             },
+        };
+    let (token, log) = proxy.register(
+        vec![rules(vec![
+            credential("api.example.com", "authorization", "Bearer oauth-real", "g"),
+            replace(
+                "GET",
+                &["/api/oauth/profile"],
+                403,
+                r#"{"id":"","email":"","name":""}"#,
+            ),
+            replace("*", &["/api/oauth/*", "/ok"], 403, r#"{"usage":{}}"#),
         ])],
         NetworkPolicy::default(),
     );
     let client = proxy.client(&token);
-    for (path, body) in [
-        ("/api/oauth/profile", r#"{"id":"","email":"","name":""}"#),
-        ("/api/oauth/usage", r#"{"usage":{}}"#),
+    for (method, path, body) in [
+        (
+            "GET",
+            "/api/oauth/profile?x=1",
+            r#"{"id":"","email":"","name":""}"#,
+        ),
+        ("POST", "/api/oauth/profile", r#"{"usage":{}}"#),
+        ("GET", "/api/oauth/usage", r#"{"usage":{}}"#),
     ] {
         let response = client
-            .get(format!("https://api.anthropic.com{path}"))
+            .request(
+                method.parse().unwrap(),
+                format!("https://api.example.com{path}"),
+            )
             .send()
             .unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["x-moat-transformed"],
-            "oauth-scope-workaround"
-        );
-        assert_eq!(response.text().unwrap(), body);
+        assert_eq!(response.status(), 200, "{method} {path}");
+        assert_eq!(response.headers()["x-moat-transformed"], "replace-response");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert!(response.headers().get("content-encoding").is_none());
+        assert_eq!(response.text().unwrap(), body, "{method} {path}");
     }
-    let other = client
-        .get("https://api.anthropic.com/v1/messages")
-        .send()
-        .unwrap();
-    assert_eq!(other.status(), 403, "other paths are left alone");
+    for (path, status) in [("/v1/messages", 403), ("/api/oauth/a/b", 403), ("/ok", 200)] {
+        let response = client
+            .get(format!("https://api.example.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), status, "{path} is left alone");
+        assert!(response.headers().get("x-moat-transformed").is_none());
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        6,
+        "the upstream was asked every time"
+    );
+    let lines = read_log(&log, 6, Duration::from_secs(5));
+    assert_eq!(
+        lines[0]["status_code"], 200,
+        "the log shows what the client got"
+    );
+
+    // A rule moat cannot apply refuses the run, naming the host and the reason.
+    let err = proxy
+        .runs
+        .register(RunSpec {
+            grants: vec![rules(vec![replace("GET", &["no-slash"], 403, "{}")])],
+            ..RunSpec::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api.example.com") && err.contains("must start with /"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -716,4 +765,153 @@ fn an_upstream_echoing_a_credential_in_a_response_header_does_not_hand_it_over()
         upstream.requests()[0].header("authorization"),
         Some(format!("Bearer {real}").as_str())
     );
+}
+
+#[test]
+fn refusals_are_announced_once_per_host_and_reason_with_the_flag_that_allows_them() {
+    let ca = TestCa::new();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |_: &Recorded| {
+        Reply::text(200, "ok")
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let policy: NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "policy": "strict",
+        "rules": [{ "host": "api.example.com", "rules": ["allow GET /**"] }]
+    }))
+    .unwrap();
+    let token = proxy
+        .runs
+        .register(RunSpec {
+            id: "run-7".into(),
+            policy,
+            blocked: Some(sender),
+            ..RunSpec::default()
+        })
+        .unwrap();
+    let auth = basic_proxy_auth(token.as_str());
+    proxy.runtime.block_on(async {
+        for _ in 0..3 {
+            let (status, head, _) = connect_tunnel(proxy.addr(), Some(&auth), "evil.example:443")
+                .await
+                .unwrap();
+            assert_eq!(status, 407, "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("x-moat-blocked: host-not-allowed"),
+                "{head}"
+            );
+        }
+        let (status, head, _) = connect_tunnel(proxy.addr(), Some(&auth), "localhost:5432")
+            .await
+            .unwrap();
+        assert_eq!(status, 407);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-moat-blocked: host-service"),
+            "{head}"
+        );
+    });
+    let client = proxy.client(&token);
+    for path in ["/a?secret=1", "/b"] {
+        let response = client
+            .post(format!("https://api.example.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 407);
+        assert_eq!(response.headers()["x-moat-blocked"], "request-rule");
+        let body = response.text().unwrap();
+        assert!(
+            body.contains("network.rules") && body.contains("--rule"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        client
+            .get("https://api.example.com/ok")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    let summary: Vec<(String, &str, String)> = seen
+        .iter()
+        .map(|b| (b.host.clone(), b.reason.as_str(), b.allow_with.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "evil.example".into(),
+                "host-not-allowed",
+                "--allow evil.example".into()
+            ),
+            (
+                "localhost".into(),
+                "host-service",
+                "--host-port 5432".into()
+            ),
+            (
+                "api.example.com".into(),
+                "request-rule",
+                "--rule 'api.example.com allow POST /a'".into()
+            ),
+        ],
+        "one event per host and reason, in order"
+    );
+    assert!(seen.iter().all(|b| b.run == "run-7"));
+    assert_eq!(seen[2].method, "POST");
+    assert_eq!(seen[2].path, "/a", "no query");
+    assert_eq!(seen[0].method, "CONNECT");
+}
+
+#[test]
+fn compressed_and_binary_bodies_are_logged_as_markers_not_mojibake() {
+    let ca = TestCa::new();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |r: &Recorded| {
+        let bytes = vec![0x1f, 0x8b, 0x08, 0x00, 0xc3, 0x28, 0xff, 0xfe, 0x00];
+        match r.path_only() {
+            "/gzip" => Reply::status(200)
+                .with_header("content-type", "application/json")
+                .with_header("content-encoding", "gzip")
+                .with_body(bytes),
+            _ => Reply::status(200)
+                .with_header("content-type", "text/plain")
+                .with_body(bytes),
+        }
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(vec![], NetworkPolicy::default());
+    let client = proxy.client(&token);
+    for path in ["/gzip", "/binary"] {
+        let response = client
+            .get(format!("https://api.example.com{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.bytes().unwrap().len(),
+            9,
+            "the client gets the bytes as sent"
+        );
+    }
+    let lines = read_log(&log, 2, Duration::from_secs(5));
+    assert_eq!(
+        lines[0]["resp_body"],
+        "[gzip-encoded body, 9 bytes captured, not decoded]"
+    );
+    assert_eq!(lines[1]["resp_body"], "[binary body, 9 bytes captured]");
 }

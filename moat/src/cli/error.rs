@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use moat_plugin_sdk::{ErrorKind, ProviderError};
 
 use crate::credential::StoreError;
+use crate::http::EXTRA_CA_ENV;
+use crate::provider::{GrantProblem, GrantsError};
+use crate::proxy::{CaError, RESOLVE_ENV, RunError, UpstreamError};
 
 /// Exit codes, so scripts can tell failures apart. Listed in `moat --help`.
 pub mod code {
@@ -65,35 +68,118 @@ impl CliError {
     }
 }
 
+/// The exit code for a provider error kind.
+fn code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::ProviderNotFound | ErrorKind::CredentialNotFound => code::NOT_FOUND,
+        ErrorKind::InvalidCredential | ErrorKind::TokenRevoked | ErrorKind::CredentialExpired => {
+            code::REJECTED
+        }
+        ErrorKind::NeedsInput => code::NEEDS_INPUT,
+        _ => code::FAILURE,
+    }
+}
+
 impl From<ProviderError> for CliError {
     fn from(err: ProviderError) -> Self {
-        let code = match err.kind {
-            ErrorKind::ProviderNotFound | ErrorKind::CredentialNotFound => code::NOT_FOUND,
-            ErrorKind::InvalidCredential
-            | ErrorKind::TokenRevoked
-            | ErrorKind::CredentialExpired => code::REJECTED,
-            ErrorKind::NeedsInput => code::NEEDS_INPUT,
+        CliError {
+            code: code_of(err.kind),
+            message: err.message,
+            hint: err.hint,
+        }
+    }
+}
+
+/// Every problem listed, every fix command in the hint. The exit code is the problems' common
+/// one (3 when every grant is unknown or missing, 6 when the store cannot be read), else 1.
+impl From<GrantsError> for CliError {
+    fn from(err: GrantsError) -> Self {
+        let mut codes = err.problems.iter().map(|problem| match problem {
+            GrantProblem::Unreadable { error, .. } => CliError::from_store_code(error),
+            other => code_of(other.kind()),
+        });
+        let first = codes.next().unwrap_or(code::FAILURE);
+        let code = if codes.all(|c| c == first) {
+            first
+        } else {
+            code::FAILURE
+        };
+        CliError {
+            hint: err.hint(),
+            message: err.to_string(),
+            code,
+        }
+    }
+}
+
+impl From<CaError> for CliError {
+    fn from(err: CaError) -> Self {
+        CliError {
+            hint: err.hint(),
+            message: err.to_string(),
+            code: code::FAILURE,
+        }
+    }
+}
+
+/// A bad `MOAT_PROXY_RESOLVE` is a usage error; the rest are failures.
+impl From<UpstreamError> for CliError {
+    fn from(err: UpstreamError) -> Self {
+        let (code, hint) = match &err {
+            UpstreamError::Resolve { .. } => (
+                code::USAGE,
+                Some(format!(
+                    "{RESOLVE_ENV} maps host:port to another address, like curl's --resolve: \
+                     {RESOLVE_ENV}='api.github.com:443:127.0.0.1:8443,...'"
+                )),
+            ),
+            UpstreamError::ExtraCaRead { .. } | UpstreamError::ExtraCaParse { .. } => (
+                code::FAILURE,
+                Some(format!(
+                    "{EXTRA_CA_ENV} must name a readable PEM file of CA certificates."
+                )),
+            ),
+            _ => (code::FAILURE, None),
+        };
+        CliError {
+            message: err.to_string(),
+            hint,
+            code,
+        }
+    }
+}
+
+/// A bad network policy is a usage error (it comes from flags or moat.yaml).
+impl From<RunError> for CliError {
+    fn from(err: RunError) -> Self {
+        let code = match err {
+            RunError::Policy(_) => code::USAGE,
             _ => code::FAILURE,
         };
         CliError {
-            message: err.message,
-            hint: err.hint,
+            message: err.to_string(),
+            hint: None,
             code,
+        }
+    }
+}
+
+impl CliError {
+    fn from_store_code(err: &StoreError) -> u8 {
+        if err.is_not_found() {
+            code::NOT_FOUND
+        } else {
+            code::STORE
         }
     }
 }
 
 impl From<StoreError> for CliError {
     fn from(err: StoreError) -> Self {
-        let code = if err.is_not_found() {
-            code::NOT_FOUND
-        } else {
-            code::STORE
-        };
         CliError {
+            code: CliError::from_store_code(&err),
             hint: err.hint(),
             message: err.to_string(),
-            code,
         }
     }
 }

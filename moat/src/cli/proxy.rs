@@ -1,16 +1,18 @@
 //! `moat proxy`: the credential-injecting proxy on its own, for one set of grants, until Ctrl-C.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use moat_plugin_sdk::{ProxyRule, ProxyRules};
 use serde::Serialize;
 
 use super::{CliError, CliResult, Context, code};
+use crate::provider::resolve_grants;
 use crate::proxy::{
-    CertificateAuthority, HostRules, NetworkPolicy, PolicyMode, Proxy, ProxyConfig, RESOLVE_ENV,
-    RunRegistry, RunSpec, UpstreamConfig,
+    Blocked, CertificateAuthority, HostRules, NetworkPolicy, PolicyMode, Proxy, ProxyConfig,
+    RESOLVE_ENV, RunRegistry, RunSpec, UpstreamConfig,
 };
 
 const PROXY_HELP: &str = "\
@@ -24,6 +26,10 @@ Upstream addresses: DNS, unless MOAT_PROXY_RESOLVE maps host:port to another add
 curl's --resolve: MOAT_PROXY_RESOLVE='api.github.com:443:127.0.0.1:8443,...'.
 Services on this machine (localhost, 127.0.0.1, ::1, moat-host) are refused unless --host-port
 lists their port. Credentials are never added to cleartext http:// requests.
+A refused request gets a 407 whose body says how to allow it; since clients often hide it, each
+refused host and reason is also printed once on stderr with the --allow, --rule or --host-port
+that would allow it. Listening on a non-loopback address (--listen 0.0.0.0:0) lets other machines
+use your credentials through the proxy: moat warns.
 
 Examples:
   moat proxy --grant github
@@ -82,28 +88,25 @@ struct Started<'a> {
 
 pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
     let policy = policy_of(&args)?;
-
-    let mut names: Vec<String> = Vec::new();
-    let mut grants = Vec::new();
-    for requested in &args.grants {
-        let entry = context.registry.lookup(requested)?;
-        if names.contains(&entry.info.name) {
-            continue;
+    let log = match &args.log {
+        Some(path) => {
+            check_log_folder(path)?;
+            path.clone()
         }
-        let credential = context.store.load(entry.info.store_key())?;
-        let rules = entry.provider.configure_proxy(&credential).await?;
-        names.push(entry.info.name.clone());
-        grants.push(rules);
-    }
+        None => context.home.root().join("proxy").join("network.jsonl"),
+    };
+    let upstream = UpstreamConfig::from_env()?;
+
+    let resolved = resolve_grants(&context.registry, &context.store, &args.grants).await?;
+    let names: Vec<String> = resolved.iter().map(|g| g.name().to_owned()).collect();
+    let grants: Vec<ProxyRules> = resolved.into_iter().map(|g| g.rules).collect();
     // For the example printed below, a host from the grants' own rules: the CLI names no
     // provider's hosts itself.
     let example_host = grants
         .iter()
         .flat_map(|rules| &rules.rules)
         .find_map(|rule| match rule {
-            moat_plugin_sdk::ProxyRule::Credential { host, .. } if !host.starts_with("*.") => {
-                Some(host.clone())
-            }
+            ProxyRule::Credential { host, .. } if !host.starts_with("*.") => Some(host.clone()),
             _ => None,
         });
 
@@ -111,43 +114,39 @@ pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
     if let Err(err) = crate::proxy::raise_open_file_limit() {
         tracing::warn!(%err, "cannot raise the open file limit");
     }
-    let ca = CertificateAuthority::load_or_create(&context.home).map_err(|err| {
-        let hint = err.hint();
-        let error = CliError::new(err.to_string());
-        match hint {
-            Some(hint) => error.hint(hint),
-            None => error,
-        }
-    })?;
-    let upstream = UpstreamConfig::from_env().map_err(|err| CliError::new(err.to_string()))?;
-    let log = args
-        .log
-        .clone()
-        .unwrap_or_else(|| context.home.root().join("proxy").join("network.jsonl"));
+    let ca = CertificateAuthority::load_or_create(&context.home)?;
 
     let runs = Arc::new(RunRegistry::new());
-    let token = runs
-        .register(RunSpec {
-            id: format!("proxy-{}", std::process::id()),
-            grants,
-            policy,
-            log: Some(log.clone()),
-        })
-        .map_err(|err| CliError::new(err.to_string()))?;
+    let (blocked, refusals) = tokio::sync::mpsc::unbounded_channel();
+    let token = runs.register(RunSpec {
+        id: format!("proxy-{}", std::process::id()),
+        grants,
+        policy,
+        log: Some(log.clone()),
+        blocked: Some(blocked),
+    })?;
+    tokio::spawn(report_blocked(refusals, "moat proxy"));
     let ca_cert = ca.cert_path();
     let proxy = Proxy::new(
         Arc::new(ca),
         Arc::clone(&runs),
         &upstream,
         ProxyConfig::default(),
-    )
-    .map_err(|err| CliError::new(err.to_string()))?;
+    )?;
     let handle = proxy.listen(args.listen).await.map_err(|err| {
         CliError::new(format!("cannot listen on {}: {err}", args.listen))
             .hint("Pick another address with --listen, e.g. --listen 127.0.0.1:0.")
     })?;
     let address = handle.addr();
-    let proxy_url = format!("http://moat:{}@{address}", token.as_str());
+    let reachable = reachable_address(address);
+    let proxy_url = format!("http://moat:{}@{reachable}", token.as_str());
+    if !address.ip().is_loopback() {
+        anstream::eprintln!(
+            "warning: moat proxy listens on {address}, which other machines can reach: anyone \
+             who learns the proxy URL can use your credentials through it. Use --listen \
+             127.0.0.1:0 to keep it on this machine."
+        );
+    }
 
     if args.json {
         let started = Started {
@@ -190,6 +189,49 @@ pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
     runs.remove(&token);
     handle.shutdown().await;
     Ok(())
+}
+
+/// Prints one line on stderr per refused host and reason (the proxy sends each once), with the
+/// flag that would allow it, until every sender is gone. `moat proxy` and `moat run` use it.
+pub(super) async fn report_blocked(
+    mut refusals: tokio::sync::mpsc::UnboundedReceiver<Blocked>,
+    prefix: &'static str,
+) {
+    while let Some(blocked) = refusals.recv().await {
+        anstream::eprintln!("{prefix}: {blocked}");
+    }
+}
+
+/// The address a client on this machine uses: a wildcard listen address (`0.0.0.0`, `::`)
+/// becomes the loopback address of its family.
+fn reachable_address(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), address.port())
+        }
+        _ => address,
+    }
+}
+
+/// `--log` must go into a folder that exists: a typo must not create a tree of folders.
+fn check_log_folder(path: &Path) -> Result<(), CliError> {
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => return Ok(()),
+    };
+    if folder.is_dir() {
+        return Ok(());
+    }
+    Err(CliError::new(format!(
+        "cannot write the request log {}: the folder {} does not exist",
+        path.display(),
+        folder.display()
+    ))
+    .hint("Create the folder first, or pick a file in an existing one with --log.")
+    .code(code::USAGE))
 }
 
 /// The network policy from the flags.

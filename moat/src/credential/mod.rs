@@ -22,4 +22,4 @@ pub mod key;
 pub mod store;
 
 pub use key::{KeyBackend, KeyConfig, KeyError};
-pub use store::{CredentialStore, StoreError, StoredEntry};
+pub use store::{CredentialStore, StoreError, StoredEntry, with_profile};

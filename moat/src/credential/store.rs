@@ -70,6 +70,8 @@ pub enum StoreError {
     NotFound {
         /// The store key.
         key: String,
+        /// The store's profile, for the hint's command.
+        profile: Option<Profile>,
     },
     /// Too short to hold a nonce and a tag, or an unknown format version.
     #[error("credential file for {key} is corrupted or truncated ({})", path.display())]
@@ -78,6 +80,8 @@ pub enum StoreError {
         key: String,
         /// The file.
         path: PathBuf,
+        /// The store's profile, for the hint's command.
+        profile: Option<Profile>,
     },
     /// Authentication failed: another key, a tampered file, or a file renamed from another key.
     #[error(
@@ -89,6 +93,8 @@ pub enum StoreError {
         key: String,
         /// The file.
         path: PathBuf,
+        /// The store's profile, for the hint's command.
+        profile: Option<Profile>,
     },
     /// Decrypted, but the content is not a credential.
     #[error(
@@ -102,6 +108,8 @@ pub enum StoreError {
         path: PathBuf,
         /// Where the JSON went wrong (never the content itself).
         detail: String,
+        /// The store's profile, for the hint's command.
+        profile: Option<Profile>,
     },
     /// The credential could not be encoded or encrypted.
     #[error("encrypting credential for {key} failed")]
@@ -131,7 +139,7 @@ impl StoreError {
     pub fn store_key(&self) -> Option<&str> {
         match self {
             StoreError::InvalidKey { key, .. }
-            | StoreError::NotFound { key }
+            | StoreError::NotFound { key, .. }
             | StoreError::Corrupted { key, .. }
             | StoreError::Decrypt { key, .. }
             | StoreError::InvalidContent { key, .. }
@@ -146,19 +154,23 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
-    /// What the user can do about it, when moat knows.
+    /// What the user can do about it, when moat knows. A command it names carries the store's
+    /// `--profile`.
     pub fn hint(&self) -> Option<String> {
         match self {
-            StoreError::NotFound { key } => Some(format!(
+            StoreError::NotFound { key, profile } => Some(format!(
                 "Run '{}' to store a credential",
-                grant_command(key)
+                grant_command(key, profile.as_ref())
             )),
-            StoreError::Corrupted { key, .. } | StoreError::InvalidContent { key, .. } => Some(
-                format!("Run '{}' to store the credential again", grant_command(key)),
-            ),
-            StoreError::Decrypt { key, .. } => {
-                Some(format!("To re-authenticate: {}", grant_command(key)))
-            }
+            StoreError::Corrupted { key, profile, .. }
+            | StoreError::InvalidContent { key, profile, .. } => Some(format!(
+                "Run '{}' to store the credential again",
+                grant_command(key, profile.as_ref())
+            )),
+            StoreError::Decrypt { key, profile, .. } => Some(format!(
+                "To re-authenticate: {}",
+                grant_command(key, profile.as_ref())
+            )),
             StoreError::Key(e) => e.hint(),
             StoreError::InvalidKey { .. } | StoreError::Encrypt { .. } | StoreError::Io { .. } => {
                 None
@@ -168,11 +180,21 @@ impl StoreError {
 }
 
 /// The command that stores a credential under `store_key` (`oauth:notion` →
-/// `moat grant oauth notion`).
-fn grant_command(store_key: &str) -> String {
-    match store_key.split_once(':') {
+/// `moat grant oauth notion`), with `--profile <p>` for a profile's store.
+fn grant_command(store_key: &str, profile: Option<&Profile>) -> String {
+    let command = match store_key.split_once(':') {
         Some((kind @ ("oauth" | "mcp"), name)) => format!("moat grant {kind} {name}"),
         _ => format!("moat grant {store_key}"),
+    };
+    with_profile(command, profile)
+}
+
+/// `command` with ` --profile <p>` appended when `profile` is set: what a hint prints so that
+/// the command it suggests works on the same set of credentials.
+pub fn with_profile(command: String, profile: Option<&Profile>) -> String {
+    match profile {
+        Some(profile) => format!("{command} --profile {}", profile.as_str()),
+        None => command,
     }
 }
 
@@ -189,6 +211,7 @@ pub struct StoredEntry {
 #[derive(Debug, Clone)]
 pub struct CredentialStore {
     dir: PathBuf,
+    profile: Option<Profile>,
     keys: KeyManager,
 }
 
@@ -198,8 +221,14 @@ impl CredentialStore {
     pub fn open(home: &MoatHome, profile: Option<&Profile>, keys: KeyConfig) -> CredentialStore {
         CredentialStore {
             dir: home.credentials_dir(profile),
+            profile: profile.cloned(),
             keys: KeyManager::new(home, keys),
         }
+    }
+
+    /// The profile whose credentials these are (`None`: the default set).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
     }
 
     /// The directory holding the `.enc` files.
@@ -307,6 +336,7 @@ impl CredentialStore {
             Ok(()) => Ok(path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound {
                 key: store_key.to_owned(),
+                profile: self.profile.clone(),
             }),
             Err(source) => Err(StoreError::Io {
                 key: Some(store_key.to_owned()),
@@ -329,6 +359,7 @@ impl CredentialStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound {
                     key: store_key.to_owned(),
+                    profile: self.profile.clone(),
                 });
             }
             Err(source) => {
@@ -344,10 +375,12 @@ impl CredentialStore {
         let corrupted = || StoreError::Corrupted {
             key: store_key.to_owned(),
             path: path.to_path_buf(),
+            profile: self.profile.clone(),
         };
         let decrypt_err = || StoreError::Decrypt {
             key: store_key.to_owned(),
             path: path.to_path_buf(),
+            profile: self.profile.clone(),
         };
         let mut json = match open(key, store_key, &bytes) {
             Opened::Plaintext(json) => json,
@@ -360,6 +393,7 @@ impl CredentialStore {
         parsed.map_err(|e| StoreError::InvalidContent {
             key: store_key.to_owned(),
             path: path.to_path_buf(),
+            profile: self.profile.clone(),
             detail: format!(
                 "{} error at line {} column {}",
                 match e.classify() {
@@ -917,15 +951,29 @@ mod tests {
 
     #[test]
     fn hints_name_the_grant_command() {
-        assert_eq!(grant_command("github"), "moat grant github");
-        assert_eq!(grant_command("oauth:notion"), "moat grant oauth notion");
-        assert_eq!(grant_command("mcp:x"), "moat grant mcp x");
+        assert_eq!(grant_command("github", None), "moat grant github");
+        assert_eq!(
+            grant_command("oauth:notion", None),
+            "moat grant oauth notion"
+        );
+        assert_eq!(grant_command("mcp:x", None), "moat grant mcp x");
         let err = StoreError::NotFound {
             key: "oauth:notion".into(),
+            profile: None,
         };
         assert_eq!(
             err.hint().unwrap(),
             "Run 'moat grant oauth notion' to store a credential"
+        );
+        // A profile's store names its profile in every command it suggests.
+        let tmp = tempfile::tempdir().unwrap();
+        let home = MoatHome::at(tmp.path());
+        let work = Profile::new("work").unwrap();
+        let store = CredentialStore::open(&home, Some(&work), KeyConfig::file());
+        let err = store.load("github").unwrap_err();
+        assert_eq!(
+            err.hint().unwrap(),
+            "Run 'moat grant github --profile work' to store a credential"
         );
     }
 }

@@ -10,11 +10,13 @@
 //! 3. extra headers, comma-joined onto a value the client sent, else set;
 //! 4. removed headers, unless injected in step 2;
 //! 5. token substitution (placeholder → real) in the path and query, the `Authorization` header,
-//!    and (done by the server) bodies of known length up to [`SUBSTITUTION_BODY_LIMIT`];
+//!    and (done by the pipeline) bodies of known length up to [`SUBSTITUTION_BODY_LIMIT`];
 //! 6. `Proxy-Authorization` and `Proxy-Connection` are always removed.
 //!
-//! Responses: the host's transforms run in registration order and the first that applies wins
-//! ([`response_transform`]).
+//! Responses: response headers that echo a credential or the substituted token are scrubbed
+//! ([`scrub_credential_headers`], [`scrub_headers`]); then the host's transforms
+//! (`response_transform` scrubbing and `replace_response` answers, both provider data) run in
+//! registration order and the first that applies wins ([`response_transform`]).
 //!
 //! Each kind of rule is looked up separately for the request's host: a `host:port` key first, then
 //! the bare host, then the most specific `*.suffix` (with a port, then without).
@@ -25,10 +27,13 @@
 use std::collections::HashSet;
 
 use base64::Engine as _;
+use bytes::Bytes;
+use hyper::Method;
 use hyper::StatusCode;
 use hyper::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use moat_plugin_sdk::{ProxyRule, ProxyRules, Secret, TransformKind};
+use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, TransformKind};
 
+use super::glob::PathGlob;
 use super::host::{HostError, HostPattern, NamePattern};
 
 /// Request bodies of known length up to this size get token substitution.
@@ -64,7 +69,18 @@ pub enum RulesError {
         /// The rule's host.
         host: String,
     },
+    /// A `replace_response` rule the proxy cannot apply.
+    #[error("invalid replace_response rule for {host}: {reason}")]
+    Replacement {
+        /// The rule's host.
+        host: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
+
+/// The largest body a `replace_response` answer may carry.
+pub const REPLACEMENT_BODY_LIMIT: usize = 64 * 1024;
 
 /// One credential header rule, ready to apply.
 #[derive(Clone)]
@@ -89,6 +105,96 @@ impl std::fmt::Debug for CredentialRule {
 pub(crate) struct Substitution {
     pub placeholder: String,
     pub real: Secret,
+}
+
+/// A response transform, ready to apply.
+#[derive(Debug, Clone)]
+pub(crate) enum Transform {
+    /// `response-scrub`: the substituted token replaced by its placeholder in the body.
+    Scrub,
+    /// A `replace_response` rule.
+    Replace(Replacement),
+}
+
+/// A `replace_response` rule, parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct Replacement {
+    /// `None` for `*`.
+    method: Option<Method>,
+    paths: Vec<PathGlob>,
+    upstream_status: StatusCode,
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    pub body: Bytes,
+}
+
+impl Replacement {
+    fn parse(
+        method: &str,
+        paths: &[String],
+        status: u16,
+        answer: &ResponseAnswer,
+    ) -> Result<Replacement, String> {
+        let method = match method {
+            "*" => None,
+            m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) => Some(
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| format!("bad method {m:?}"))?,
+            ),
+            m => return Err(format!("the method {m:?} must be a word like GET, or *")),
+        };
+        if paths.is_empty() {
+            return Err("no paths".into());
+        }
+        let paths = paths
+            .iter()
+            .map(|glob| PathGlob::parse(glob).map_err(|reason| format!("path {glob:?}: {reason}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream_status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| !s.is_informational())
+            .ok_or_else(|| format!("the upstream status {status} is not a final HTTP status"))?;
+        let answer_status = StatusCode::from_u16(answer.status)
+            .ok()
+            .filter(|s| !s.is_informational())
+            .ok_or_else(|| {
+                format!(
+                    "the answer's status {} is not a final HTTP status",
+                    answer.status
+                )
+            })?;
+        let content_type = HeaderValue::from_str(&answer.content_type).map_err(|_| {
+            format!(
+                "the content type {:?} is not a header value",
+                answer.content_type
+            )
+        })?;
+        if answer.body.len() > REPLACEMENT_BODY_LIMIT {
+            return Err(format!(
+                "the answer's body is {} bytes, more than {REPLACEMENT_BODY_LIMIT}",
+                answer.body.len()
+            ));
+        }
+        Ok(Replacement {
+            method,
+            paths,
+            upstream_status,
+            status: answer_status,
+            content_type,
+            body: Bytes::from(answer.body.clone()),
+        })
+    }
+
+    /// Whether it replaces the upstream's `status` answer to `method path` (path with or without
+    /// its query).
+    fn applies(&self, method: &str, path: &str, status: StatusCode) -> bool {
+        status == self.upstream_status
+            && self.method.as_ref().is_none_or(|m| m.as_str() == method)
+            && {
+                let path = path.split(['?', '#']).next().unwrap_or(path);
+                self.paths.iter().any(|glob| glob.matches(path))
+            }
+    }
 }
 
 /// Values of one kind of rule, by host pattern.
@@ -149,7 +255,7 @@ pub(crate) struct CompiledRules {
     extra: HostMap<Vec<(HeaderName, HeaderValue)>>,
     remove: HostMap<Vec<HeaderName>>,
     substitution: HostMap<Substitution>,
-    transforms: HostMap<Vec<TransformKind>>,
+    transforms: HostMap<Vec<Transform>>,
 }
 
 /// What applies to one request's host.
@@ -159,7 +265,18 @@ pub(crate) struct HostView<'a> {
     pub extra: &'a [(HeaderName, HeaderValue)],
     pub remove: &'a [HeaderName],
     pub substitution: Option<&'a Substitution>,
-    pub transforms: &'a [TransformKind],
+    pub transforms: &'a [Transform],
+}
+
+impl HostView<'_> {
+    /// Whether the host's substituted token is scrubbed from response bodies.
+    pub fn scrubs_responses(&self) -> bool {
+        self.substitution.is_some()
+            && self
+                .transforms
+                .iter()
+                .any(|t| matches!(t, Transform::Scrub))
+    }
 }
 
 impl CompiledRules {
@@ -243,7 +360,28 @@ impl CompiledRules {
                 };
             }
             ProxyRule::ResponseTransform { kind, .. } => {
-                self.transforms.entry(pattern, Vec::new).push(*kind);
+                let transform = match kind {
+                    TransformKind::ResponseScrub => Transform::Scrub,
+                };
+                self.transforms.entry(pattern, Vec::new).push(transform);
+            }
+            ProxyRule::ReplaceResponse {
+                method,
+                paths,
+                status,
+                answer,
+                ..
+            } => {
+                let replacement =
+                    Replacement::parse(method, paths, *status, answer).map_err(|reason| {
+                        RulesError::Replacement {
+                            host: host.to_owned(),
+                            reason,
+                        }
+                    })?;
+                self.transforms
+                    .entry(pattern, Vec::new)
+                    .push(Transform::Replace(replacement));
             }
         }
         Ok(())
@@ -433,54 +571,103 @@ pub(crate) fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Option<Vec
 
 /// What a response transform does to a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ResponseAction {
+pub(crate) enum ResponseAction<'a> {
     /// Leave it alone.
     None,
-    /// Replace it by a `200` with this JSON body and `X-Moat-Transformed: oauth-scope-workaround`.
-    Replace(&'static str),
+    /// Replace it by this answer, with `X-Moat-Transformed: replace-response`.
+    Replace(&'a Replacement),
     /// Stream the body through the scrubber (real token → placeholder).
-    Scrub(Substitution),
+    Scrub(&'a Substitution),
 }
 
+impl PartialEq for Replacement {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Replacement {}
+
 /// The first of the host's transforms that applies to this response.
-pub(crate) fn response_transform(
-    view: &HostView<'_>,
+pub(crate) fn response_transform<'a>(
+    view: &HostView<'a>,
     method: &str,
     path: &str,
     status: StatusCode,
     headers: &HeaderMap,
-) -> ResponseAction {
-    for kind in view.transforms {
-        match kind {
-            TransformKind::OauthEndpointWorkaround if status == StatusCode::FORBIDDEN => {
-                let path = path.split('?').next().unwrap_or(path);
-                match path {
-                    "/api/oauth/profile" => {
-                        return ResponseAction::Replace(r#"{"id":"","email":"","name":""}"#);
-                    }
-                    "/api/oauth/usage" => return ResponseAction::Replace(r#"{"usage":{}}"#),
-                    _ => {}
-                }
+) -> ResponseAction<'a> {
+    for transform in view.transforms {
+        match transform {
+            Transform::Replace(replacement) if replacement.applies(method, path, status) => {
+                return ResponseAction::Replace(replacement);
             }
-            TransformKind::ResponseScrub => {
+            Transform::Scrub => {
                 if let Some(sub) = view.substitution
                     && method != "HEAD"
                     && !matches!(status.as_u16(), 101 | 204 | 304)
-                    && scrubbable(headers)
+                    && identity_encoded(headers)
                 {
-                    return ResponseAction::Scrub(sub.clone());
+                    return ResponseAction::Scrub(sub);
                 }
             }
-            _ => {}
+            Transform::Replace(_) => {}
         }
     }
     ResponseAction::None
 }
 
-/// Not content-encoded (a compressed body cannot be searched). Any content type: an API can
-/// echo the token in a binary body as well as in JSON. (Encoded bodies on a substitution host are
-/// refused by the server before this is asked.)
-fn scrubbable(headers: &HeaderMap) -> bool {
+/// Replaces the substituted token by its placeholder in every response header value.
+pub(crate) fn scrub_headers(headers: &mut HeaderMap, sub: &Substitution) {
+    let real = sub.real.expose().as_bytes();
+    if real.is_empty() {
+        return;
+    }
+    for value in headers.values_mut() {
+        let bytes = value.as_bytes();
+        if bytes.windows(real.len()).any(|window| window == real) {
+            let replaced =
+                String::from_utf8_lossy(bytes).replace(sub.real.expose(), &sub.placeholder);
+            // The placeholder is visible ASCII, so the result is a valid header value; if the
+            // value was not text, drop it rather than pass the token on.
+            match HeaderValue::from_str(&replaced) {
+                Ok(clean) => *value = clean,
+                Err(_) => *value = HeaderValue::from_static("[removed by moat]"),
+            }
+        }
+    }
+}
+
+/// Replaces every response header value that contains one of `credentials` (the whole value,
+/// or the token after its scheme) by a marker.
+pub(crate) fn scrub_credential_headers(headers: &mut HeaderMap, credentials: &[CredentialRule]) {
+    let needles: Vec<&[u8]> = credentials
+        .iter()
+        .flat_map(|credential| {
+            let value = credential.value.as_bytes();
+            let token = value
+                .iter()
+                .position(|b| *b == b' ')
+                .map(|i| &value[i + 1..]);
+            std::iter::once(value).chain(token)
+        })
+        .filter(|needle| needle.len() >= 6)
+        .collect();
+    for value in headers.values_mut() {
+        let bytes = value.as_bytes();
+        if needles
+            .iter()
+            .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+        {
+            *value = HeaderValue::from_static("[removed by moat: it held a credential]");
+        }
+    }
+}
+
+/// True when the body is not content-encoded (or says `identity`): a compressed body cannot be
+/// searched. Any content type can be scrubbed: an API can echo the token in a binary body as well
+/// as in JSON. (Encoded bodies on a substitution host are refused by the pipeline before the
+/// transforms are asked.)
+pub(crate) fn identity_encoded(headers: &HeaderMap) -> bool {
     headers
         .get(hyper::header::CONTENT_ENCODING)
         .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
@@ -745,49 +932,89 @@ mod tests {
         assert!(CompiledRules::compile(&[all]).is_err());
     }
 
+    fn replace(host: &str, method: &str, paths: &[&str], status: u16, body: &str) -> ProxyRule {
+        ProxyRule::ReplaceResponse {
+            host: host.into(),
+            method: method.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            status,
+            answer: ResponseAnswer {
+                status: 200,
+                content_type: "application/json".into(),
+                body: body.into(),
+            },
+        }
+    }
+
     #[test]
     fn transforms_first_applicable_wins() {
         let rules = compile(vec![
+            replace(
+                "api.example.com",
+                "GET",
+                &["/api/oauth/profile"],
+                403,
+                "{\"id\":\"\"}",
+            ),
+            replace(
+                "api.example.com",
+                "*",
+                &["/api/oauth/*", "/v2/**"],
+                403,
+                "{}",
+            ),
             ProxyRule::ResponseTransform {
-                host: "api.anthropic.com".into(),
-                kind: TransformKind::OauthEndpointWorkaround,
-            },
-            ProxyRule::ResponseTransform {
-                host: "api.anthropic.com".into(),
+                host: "api.example.com".into(),
                 kind: TransformKind::ResponseScrub,
             },
             ProxyRule::TokenSubstitution {
-                host: "api.anthropic.com".into(),
+                host: "api.example.com".into(),
                 placeholder: "moat-placeholder".into(),
                 real: Secret::new("realtoken"),
             },
         ]);
-        let view = rules.for_host("api.anthropic.com", 443, true);
+        let view = rules.for_host("api.example.com", 443, true);
         let json = headers(&[("content-type", "application/json")]);
-        assert_eq!(
-            response_transform(
+        let body = |action: ResponseAction<'_>| match action {
+            ResponseAction::Replace(answer) => {
+                assert_eq!(answer.status, StatusCode::OK);
+                assert_eq!(answer.content_type, "application/json");
+                Some(String::from_utf8(answer.body.to_vec()).unwrap())
+            }
+            _ => None,
+        };
+        let forbidden = |method, path| {
+            body(response_transform(
                 &view,
-                "GET",
-                "/api/oauth/profile?x",
+                method,
+                path,
                 StatusCode::FORBIDDEN,
-                &json
-            ),
-            ResponseAction::Replace(r#"{"id":"","email":"","name":""}"#)
+                &json,
+            ))
+        };
+        assert_eq!(
+            forbidden("GET", "/api/oauth/profile?x").as_deref(),
+            Some("{\"id\":\"\"}"),
+            "the first that applies, query ignored"
         );
         assert_eq!(
-            response_transform(
-                &view,
-                "GET",
-                "/api/oauth/usage",
-                StatusCode::FORBIDDEN,
-                &json
-            ),
-            ResponseAction::Replace(r#"{"usage":{}}"#)
+            forbidden("POST", "/api/oauth/profile").as_deref(),
+            Some("{}")
         );
-        assert!(matches!(
-            response_transform(&view, "GET", "/api/oauth/profile", StatusCode::OK, &json),
-            ResponseAction::Scrub(_)
-        ));
+        assert_eq!(forbidden("GET", "/api/oauth/usage").as_deref(), Some("{}"));
+        assert_eq!(forbidden("GET", "/v2/a/b").as_deref(), Some("{}"));
+        assert_eq!(
+            forbidden("GET", "/api/oauth/a/b"),
+            None,
+            "* stays in one segment"
+        );
+        assert!(
+            matches!(
+                response_transform(&view, "GET", "/api/oauth/profile", StatusCode::OK, &json),
+                ResponseAction::Scrub(_)
+            ),
+            "another upstream status is not replaced"
+        );
         let gzip = headers(&[("content-type", "text/plain"), ("content-encoding", "gzip")]);
         assert_eq!(
             response_transform(&view, "GET", "/x", StatusCode::OK, &gzip),
@@ -803,6 +1030,48 @@ mod tests {
             response_transform(&view, "HEAD", "/x", StatusCode::OK, &json),
             ResponseAction::None
         );
+    }
+
+    #[test]
+    fn bad_replacements_are_refused_with_the_reason() {
+        for (rule, reason) in [
+            (replace("h.com", "GET", &[], 403, "{}"), "no paths"),
+            (
+                replace("h.com", "GET", &["api"], 403, "{}"),
+                "must start with /",
+            ),
+            (replace("h.com", "G E T", &["/a"], 403, "{}"), "method"),
+            (
+                replace("h.com", "GET", &["/a"], 101, "{}"),
+                "upstream status 101",
+            ),
+            (
+                replace("h.com", "GET", &["/a"], 99, "{}"),
+                "upstream status 99",
+            ),
+            (
+                replace(
+                    "h.com",
+                    "GET",
+                    &["/a"],
+                    403,
+                    &"x".repeat(REPLACEMENT_BODY_LIMIT + 1),
+                ),
+                "more than",
+            ),
+        ] {
+            let mut all = ProxyRules::new();
+            all.rules = vec![rule];
+            let err = CompiledRules::compile(&[all]).unwrap_err().to_string();
+            assert!(err.contains(reason) && err.contains("h.com"), "{err}");
+        }
+        let mut rule = replace("h.com", "GET", &["/a"], 403, "{}");
+        if let ProxyRule::ReplaceResponse { answer, .. } = &mut rule {
+            answer.content_type = "a\nb".into();
+        }
+        let mut all = ProxyRules::new();
+        all.rules = vec![rule];
+        assert!(CompiledRules::compile(&[all]).is_err());
     }
 
     #[test]

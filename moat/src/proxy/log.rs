@@ -13,7 +13,10 @@
 //!   headers are joined with `, `.
 //! - The URL is the client's: a token-substitution placeholder stays a placeholder.
 //! - Bodies are captured only for text-like types (`text/*`, JSON, XML, form data, JavaScript),
-//!   the first [`BODY_CAPTURE_LIMIT`] bytes; `truncated` says one of them was longer.
+//!   the first [`BODY_CAPTURE_LIMIT`] bytes; `truncated` says one of them was longer. A
+//!   content-encoded (gzip, br, ...) or non-UTF-8 body is logged as a marker
+//!   (`[gzip-encoded body, 812 bytes captured, not decoded]`, `[binary body, 64 bytes captured]`),
+//!   never as mojibake.
 //! - Every string goes through the run's redactor before it is written, so a token echoed back by
 //!   an upstream still never lands in the file.
 //!
@@ -21,6 +24,7 @@
 //! nor a slow disk stalls a request; they are in the file within 20 ms of the request's end. The
 //! file is created `0600` and appended to.
 
+use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -236,18 +240,41 @@ impl Serialize for Line<'_> {
             },
         )?;
         if let Some(body) = &entry.req_body {
-            map.serialize_entry("req_body", &redactor.redact(&String::from_utf8_lossy(body)))?;
+            let text = body_text(body, &entry.req_headers);
+            map.serialize_entry("req_body", &redactor.redact(&text))?;
         }
         if let Some(body) = &entry.resp_body {
-            map.serialize_entry(
-                "resp_body",
-                &redactor.redact(&String::from_utf8_lossy(body)),
-            )?;
+            let text = body_text(body, &entry.resp_headers);
+            map.serialize_entry("resp_body", &redactor.redact(&text))?;
         }
         if entry.truncated {
             map.serialize_entry("truncated", &true)?;
         }
         map.end()
+    }
+}
+
+/// A captured body as the log shows it: the text, or a marker when it is content-encoded (gzip,
+/// br, ...: moat does not decode it) or not UTF-8 (binary). A text cut at the capture limit in
+/// the middle of a character keeps its valid beginning.
+fn body_text<'a>(body: &'a [u8], headers: &HeaderMap) -> Cow<'a, str> {
+    if let Some(encoding) = headers
+        .get(hyper::header::CONTENT_ENCODING)
+        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes());
+        return Cow::Owned(format!(
+            "[{encoding}-encoded body, {} bytes captured, not decoded]",
+            body.len()
+        ));
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => Cow::Borrowed(text),
+        // Only an incomplete character at the end: the capture limit cut it.
+        Err(err) if err.error_len().is_none() && body.len() - err.valid_up_to() < 4 => {
+            Cow::Borrowed(std::str::from_utf8(&body[..err.valid_up_to()]).unwrap_or_default())
+        }
+        Err(_) => Cow::Owned(format!("[binary body, {} bytes captured]", body.len())),
     }
 }
 
@@ -293,6 +320,33 @@ impl Serialize for Headers<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn encoded_and_binary_bodies_are_marked_not_garbled() {
+        use super::{HeaderMap, body_text};
+        let mut gzip = HeaderMap::new();
+        gzip.insert("content-encoding", "gzip".parse().unwrap());
+        let compressed = [0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00, 0x03];
+        assert_eq!(
+            body_text(&compressed, &gzip),
+            "[gzip-encoded body, 8 bytes captured, not decoded]"
+        );
+        let plain = HeaderMap::new();
+        assert_eq!(
+            body_text(&compressed, &plain),
+            "[binary body, 8 bytes captured]"
+        );
+        assert_eq!(body_text("héllo".as_bytes(), &plain), "héllo");
+        let cut = &"hé".as_bytes()[..2];
+        assert_eq!(
+            body_text(cut, &plain),
+            "h",
+            "a character cut by the limit is dropped"
+        );
+        let mut identity = HeaderMap::new();
+        identity.insert("content-encoding", "identity".parse().unwrap());
+        assert_eq!(body_text(b"{}", &identity), "{}");
+    }
 
     #[cfg(unix)]
     #[test]

@@ -4,8 +4,8 @@
 use hyper::header::{CONTENT_TYPE, HeaderValue, PROXY_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
+use super::blocked::Blocked;
 use super::body::{ProxyBody, full};
-use super::policy::{Decision, blocked_body};
 
 /// A plain-text response.
 pub(crate) fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
@@ -18,24 +18,15 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
     response
 }
 
-/// A request the network policy blocks: `407`, `X-Moat-Blocked: request-rule` (or `host-service`
-/// for the proxy's own machine), and a body that says how to allow it.
-pub(crate) fn blocked(
-    decision: &Decision,
-    host: &str,
-    method: &str,
-    path: &str,
-) -> Response<ProxyBody> {
-    let mut response = text(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        &blocked_body(decision, host, method, path),
-    );
+/// A request the network policy blocks: `407`, `X-Moat-Blocked: <reason>`, and a body that says
+/// how to allow it.
+pub(crate) fn blocked(blocked: &Blocked) -> Response<ProxyBody> {
+    let mut response = text(StatusCode::PROXY_AUTHENTICATION_REQUIRED, &blocked.body());
     let headers = response.headers_mut();
     headers.insert(PROXY_AUTHENTICATE, HeaderValue::from_static("Moat-Policy"));
-    let kind = match decision {
-        Decision::DenyHostService => "host-service",
-        _ => "request-rule",
-    };
-    headers.insert("x-moat-blocked", HeaderValue::from_static(kind));
+    headers.insert(
+        "x-moat-blocked",
+        HeaderValue::from_static(blocked.reason.as_str()),
+    );
     response
 }

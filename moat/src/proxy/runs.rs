@@ -8,14 +8,16 @@
 //! or the new ones, never a mix) and the run removed (its tunnels are refused from their next
 //! request on).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use moat_plugin_sdk::ProxyRules;
 use ring::rand::SecureRandom as _;
+use tokio::sync::mpsc;
 
+use super::blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 use super::inject::{CompiledRules, Redactor, RulesError};
 use super::log::RequestLog;
 use super::policy::{CompiledPolicy, NetworkPolicy, PolicyError};
@@ -31,6 +33,9 @@ pub struct RunSpec {
     pub policy: NetworkPolicy,
     /// The `network.jsonl` to append to, if any.
     pub log: Option<PathBuf>,
+    /// Where to announce refused requests: one [`Blocked`] per host and reason (the proxy
+    /// dedupes), so the user learns what a client hid. A closed receiver is ignored.
+    pub blocked: Option<mpsc::UnboundedSender<Blocked>>,
 }
 
 /// A run's proxy token: the password of `http://moat:<token>@host:port`. It opens the proxy for
@@ -115,6 +120,13 @@ pub(crate) struct Run {
     pub log: Option<RequestLog>,
     policy: NetworkPolicy,
     state: RwLock<Arc<RunState>>,
+    blocked: Option<BlockedSink>,
+}
+
+/// Where a run's [`Blocked`] events go, and which (host, reason) pairs were announced.
+struct BlockedSink {
+    sender: mpsc::UnboundedSender<Blocked>,
+    announced: Mutex<HashSet<(String, BlockReason)>>,
 }
 
 /// What requests of a run are checked and rewritten with; replaced as a whole.
@@ -150,6 +162,19 @@ impl Run {
     /// The rules and policy in force now.
     pub fn state(&self) -> Arc<RunState> {
         Arc::clone(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Announces a refusal to the embedding process, the first time for its host and reason.
+    pub fn announce(&self, blocked: Blocked) {
+        let Some(sink) = &self.blocked else { return };
+        let mut announced = sink.announced.lock().unwrap_or_else(|p| p.into_inner());
+        if announced.len() >= MAX_BLOCKED_EVENTS
+            || !announced.insert((blocked.host.clone(), blocked.reason))
+        {
+            return;
+        }
+        drop(announced);
+        let _ = sink.sender.send(blocked);
     }
 }
 
@@ -197,6 +222,10 @@ impl RunRegistry {
             log,
             policy: spec.policy,
             state: RwLock::new(Arc::new(state)),
+            blocked: spec.blocked.map(|sender| BlockedSink {
+                sender,
+                announced: Mutex::new(HashSet::new()),
+            }),
         });
         tracing::debug!(run = %run.id, "proxy run registered");
         self.write().insert(token.hash(), run);

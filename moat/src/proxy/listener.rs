@@ -1,0 +1,237 @@
+//! The proxy port: binding, the accept loop, and what arrives on it (HTTP/1.1).
+//!
+//! - `CONNECT host:port`: handed to [`super::tunnel`] (authentication, host policy, then TLS
+//!   interception).
+//! - absolute-URI requests (`GET http://host/path`): proxy authentication, then the request
+//!   pipeline ([`super::pipeline`]). Over cleartext only extra and removed headers apply, never
+//!   credentials.
+//! - anything else: `400`.
+//!
+//! Timeouts: a request head must arrive within [`ProxyConfig::header_timeout`] (this also closes
+//! idle keep-alive connections), a tunnel's TLS handshake within
+//! [`ProxyConfig::handshake_timeout`]; request heads are limited to
+//! [`ProxyConfig::max_header_bytes`] (`431` beyond).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::auth::authenticate;
+use super::body::ProxyBody;
+use super::ca::CertificateAuthority;
+use super::host::Target;
+use super::pipeline::{Scheme, handle, host_agrees};
+use super::respond::text;
+use super::runs::RunRegistry;
+use super::tunnel::connect;
+use super::upstream::{Upstream, UpstreamConfig, UpstreamError};
+
+/// Limits and timeouts of the listening side.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// From `CONNECT`'s `200` to a completed TLS handshake.
+    pub handshake_timeout: Duration,
+    /// For a request head to arrive (also the idle keep-alive limit).
+    pub header_timeout: Duration,
+    /// The largest request head accepted.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub registry: Arc<RunRegistry>,
+    pub ca: Arc<CertificateAuthority>,
+    pub upstream: Upstream,
+    pub config: ProxyConfig,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The proxy, ready to serve.
+pub struct Proxy {
+    registry: Arc<RunRegistry>,
+    ca: Arc<CertificateAuthority>,
+    upstream: Upstream,
+    config: ProxyConfig,
+}
+
+impl Proxy {
+    /// A proxy signing with `ca`, serving the runs of `registry`.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        registry: Arc<RunRegistry>,
+        upstream: &UpstreamConfig,
+        config: ProxyConfig,
+    ) -> Result<Proxy, UpstreamError> {
+        Ok(Proxy {
+            registry,
+            ca,
+            upstream: Upstream::new(upstream)?,
+            config,
+        })
+    }
+
+    /// Binds `addr` and serves in the background.
+    pub async fn listen(self, addr: SocketAddr) -> std::io::Result<ProxyHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve(listener)
+    }
+
+    /// Serves `listener` in the background.
+    pub fn serve(self, listener: TcpListener) -> std::io::Result<ProxyHandle> {
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            registry: self.registry,
+            ca: self.ca,
+            upstream: self.upstream,
+            config: self.config,
+            stop,
+        });
+        let task = tokio::spawn(accept_loop(listener, shared));
+        tracing::debug!(%addr, "proxy listening");
+        Ok(ProxyHandle {
+            addr,
+            stop: stop_tx,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running proxy. Dropping it (or [`ProxyHandle::shutdown`]) stops it and cuts its connections.
+pub struct ProxyHandle {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening, cuts every connection, and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        let mut stop = shared.stop.clone();
+                        tokio::select! {
+                            _ = serve_client(Arc::clone(&shared), tcp, peer) => {}
+                            _ = stop.changed() => {}
+                        }
+                    });
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%err, "proxy accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// One client connection to the proxy port.
+async fn serve_client(shared: Arc<Shared>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    let service = service_fn({
+        let shared = Arc::clone(&shared);
+        move |request| {
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(proxy_request(shared, request).await) }
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .max_header_size(shared.config.max_header_bytes);
+    if let Err(err) = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(%peer, %err, "proxy connection ended with an error");
+    }
+}
+
+/// A request on the proxy port.
+async fn proxy_request(shared: Arc<Shared>, request: Request<Incoming>) -> Response<ProxyBody> {
+    if request.method() == Method::CONNECT {
+        return connect(shared, request);
+    }
+    if request.uri().scheme().is_some() {
+        return absolute(&shared, request).await;
+    }
+    text(
+        StatusCode::BAD_REQUEST,
+        "moat proxy: this is an HTTP proxy; send absolute-URI requests or CONNECT.\n",
+    )
+}
+
+/// An absolute-URI request on the proxy port.
+async fn absolute(shared: &Shared, request: Request<Incoming>) -> Response<ProxyBody> {
+    let scheme = match request.uri().scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "moat proxy: only http and https URLs are proxied.\n",
+            );
+        }
+    };
+    let Some(target) = request
+        .uri()
+        .authority()
+        .and_then(|a| Target::parse(a.as_str(), scheme.default_port()))
+    else {
+        return text(StatusCode::BAD_REQUEST, "moat proxy: bad request URL.\n");
+    };
+    let run = match authenticate(&shared.registry, request.headers()) {
+        Ok((_, run)) => run,
+        Err(refusal) => return refusal,
+    };
+    if let Err(refusal) = host_agrees(&request, &target, scheme) {
+        return refusal;
+    }
+    handle(shared, &run, scheme, target, request).await
+}

@@ -1,0 +1,504 @@
+//! The request pipeline: what happens to one request the proxy forwards, in named steps.
+//!
+//! Every request, from a tunnel ([`super::tunnel`]) or absolute-URI ([`super::listener`]), goes
+//! through [`handle`]:
+//!
+//! 1. [`check_policy`]: the run's network policy (host, method, path); a refusal is a `407` that
+//!    says how to allow it, and a [`super::Blocked`] event for the embedding process;
+//! 2. [`prepare`]: hop-by-hop headers out, the run's rules in ([`super::inject`]: credentials,
+//!    extra and removed headers, token substitution in the path and the body), the upstream URI;
+//! 3. [`forward`]: the request sent upstream ([`super::upstream`]);
+//! 4. [`relay_upgrade`] after a `101`: both connections relayed byte for byte;
+//! 5. [`shape_response`]: hop-by-hop headers out, credentials scrubbed from response headers, the
+//!    host's response transforms (replacement, body scrubbing);
+//! 6. [`log_response`]: the response streams to the client while its first bytes are kept, and
+//!    the request's `network.jsonl` line is written when it ends.
+//!
+//! Bodies stream both ways; only a request body that needs token substitution (known length up
+//! to 64 KiB) is read whole first. A step that refuses returns the proxy's own response, which
+//! is logged like any other.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue,
+    TRANSFER_ENCODING,
+};
+use hyper::http::response::Parts;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+
+use super::blocked::Blocked;
+use super::body::{Capture, Logged, ProxyBody, Scrub, Tee, empty, full, incoming};
+use super::hop::{is_upgrade, strip_hop_by_hop};
+use super::host::Target;
+use super::inject::{
+    HostView, Injected, ResponseAction, SUBSTITUTION_BODY_LIMIT, apply_request_headers,
+    identity_encoded, is_text_type, response_transform, scrub_credential_headers, scrub_headers,
+    substitute, substitute_bytes,
+};
+use super::listener::Shared;
+use super::log::{BODY_CAPTURE_LIMIT, Entry, snapshot};
+use super::respond::{blocked, text};
+use super::runs::{Run, RunState};
+
+/// `http` or `https`: how the client reached the proxy, and how the upstream is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub(crate) fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// A response the proxy makes itself instead of going on, with the reason for the log.
+type Refusal = (Response<ProxyBody>, Option<String>);
+
+/// Every host the request names (`Host`, the URI's authority) must be `target`.
+#[allow(clippy::result_large_err, reason = "the error is the response to send")]
+pub(crate) fn host_agrees(
+    request: &Request<Incoming>,
+    target: &Target,
+    scheme: Scheme,
+) -> Result<(), Response<ProxyBody>> {
+    let mut named = Vec::new();
+    if let Some(authority) = request.uri().authority() {
+        named.push(authority.as_str().to_owned());
+    }
+    for value in request.headers().get_all(HOST) {
+        named.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    if named.is_empty() {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "moat proxy: the request names no host.\n",
+        ));
+    }
+    for name in named {
+        if Target::parse(&name, scheme.default_port()).as_ref() != Some(target) {
+            return Err(text(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!(
+                    "moat proxy: the request is for {:?} but the connection is for {}; refused.\n",
+                    name.chars().take(256).collect::<String>(),
+                    target
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where a request's log line is being put together.
+struct Pending {
+    run: Arc<Run>,
+    state: Arc<RunState>,
+    entry: Entry,
+    started: Instant,
+    req_capture: Option<Arc<Mutex<Capture>>>,
+}
+
+impl Pending {
+    fn finish(mut self, resp_capture: Option<Capture>, error: Option<String>) {
+        let Some(log) = &self.run.log else { return };
+        self.entry.duration = self.started.elapsed();
+        if error.is_some() {
+            self.entry.error = error;
+        }
+        if let Some(capture) = self.req_capture.take() {
+            let capture = capture.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            self.entry.truncated |= capture.truncated;
+            self.entry.req_body = Some(capture.bytes);
+        }
+        if let Some(capture) = resp_capture {
+            self.entry.truncated |= capture.truncated;
+            self.entry.resp_body = Some(capture.bytes);
+        }
+        log.write(self.entry, &self.state.redactor);
+    }
+
+    /// Logs a response the proxy made itself (or an upstream failure) and returns it.
+    fn respond(
+        mut self,
+        response: Response<ProxyBody>,
+        error: Option<String>,
+    ) -> Response<ProxyBody> {
+        self.entry.status_code = response.status().as_u16();
+        self.entry.resp_headers = snapshot(response.headers());
+        self.finish(None, error);
+        response
+    }
+}
+
+/// Policy, injection, forwarding, transforms and logging for one request.
+pub(crate) async fn handle(
+    shared: &Shared,
+    run: &Arc<Run>,
+    scheme: Scheme,
+    target: Target,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let state = run.state();
+    let method = request.method().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    let authority = target.authority(scheme.default_port());
+    let mut pending = Pending {
+        run: Arc::clone(run),
+        state: Arc::clone(&state),
+        entry: Entry {
+            method: method.to_string(),
+            url: format!("{}://{authority}{path}", scheme.as_str()),
+            ..Entry::default()
+        },
+        started,
+        req_capture: None,
+    };
+
+    if let Err((response, reason)) =
+        check_policy(run, &state, &target, &request, &path, &mut pending)
+    {
+        return pending.respond(response, reason);
+    }
+    let view = state
+        .rules
+        .for_host(&target.host, target.port, scheme == Scheme::Https);
+    let url = Url {
+        scheme,
+        authority: &authority,
+        path: &path,
+    };
+    let (outbound, client_upgrade) = match prepare(&view, url, request, &mut pending).await {
+        Ok(prepared) => prepared,
+        Err((response, reason)) => return pending.respond(response, reason),
+    };
+    let response = match forward(
+        shared,
+        run,
+        &state,
+        &target,
+        outbound,
+        client_upgrade.is_some(),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err((response, reason)) => return pending.respond(response, reason),
+    };
+    let response = match client_upgrade {
+        Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let response = relay_upgrade(&target, client, response);
+            return pending.respond(response, None);
+        }
+        _ => response,
+    };
+    match shape_response(&view, &method, &path, response) {
+        Ok((parts, body)) => log_response(pending, parts, body),
+        Err((response, reason)) => pending.respond(response, reason),
+    }
+}
+
+/// Step 1: the run's network policy for this host, method and path.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn check_policy(
+    run: &Run,
+    state: &RunState,
+    target: &Target,
+    request: &Request<Incoming>,
+    path: &str,
+    pending: &mut Pending,
+) -> Result<(), Refusal> {
+    let method = request.method().as_str();
+    let decision = state.policy.check(&target.host, target.port, method, path);
+    let Some(refused) = Blocked::new(&run.id, &decision, &target.host, target.port, method, path)
+    else {
+        return Ok(());
+    };
+    tracing::debug!(run = %run.id, host = %target.host, %method, "request blocked by policy");
+    pending.entry.req_headers = snapshot(request.headers());
+    let response = blocked(&refused);
+    run.announce(refused);
+    Err((response, Some("blocked by network policy".into())))
+}
+
+/// Where a request goes, as the client named it.
+#[derive(Clone, Copy)]
+struct Url<'a> {
+    scheme: Scheme,
+    authority: &'a str,
+    /// Path and query.
+    path: &'a str,
+}
+
+/// Step 2: the request as it goes upstream (rules applied, hop-by-hop headers out, the body
+/// wrapped or substituted), and the client's side of a connection upgrade it asks for.
+async fn prepare(
+    view: &HostView<'_>,
+    url: Url<'_>,
+    mut request: Request<Incoming>,
+    pending: &mut Pending,
+) -> Result<(Request<ProxyBody>, Option<OnUpgrade>), Refusal> {
+    let logging = pending.run.log.is_some();
+    let upgrade = is_upgrade(request.headers()) && request.version() == Version::HTTP_11;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let client_headers = logging.then(|| snapshot(&parts.headers));
+
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    if upgrade && view.substitution.is_some() {
+        // After a 101 the bytes are relayed untouched: the real token the proxy substituted into
+        // the request could come back to the client unscrubbed.
+        let response = text(
+            StatusCode::FORBIDDEN,
+            "moat proxy: connection upgrades are refused on hosts whose token moat substitutes\n",
+        );
+        return Err((
+            response,
+            Some("upgrade refused on a substitution host".into()),
+        ));
+    }
+    let Injected {
+        headers: injected,
+        grants,
+    } = apply_request_headers(view, &mut parts.headers);
+    if let Some(headers) = client_headers {
+        pending.entry.req_headers = headers;
+        pending.entry.injected = injected;
+    }
+    pending.entry.grants = grants;
+    let substituted_path = view.substitution.and_then(|sub| substitute(url.path, sub));
+    let forwarded_path = substituted_path.as_deref().unwrap_or(url.path);
+    if view.scrubs_responses() {
+        // The scrubber can only search what it can read.
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+
+    let body = request_body(view, &mut parts.headers, body, logging, pending).await?;
+
+    parts.headers.remove(HOST);
+    parts.version = Version::HTTP_11;
+    parts.uri = match format!(
+        "{}://{}{forwarded_path}",
+        url.scheme.as_str(),
+        url.authority
+    )
+    .parse::<Uri>()
+    {
+        Ok(uri) => uri,
+        Err(_) => {
+            let response = text(StatusCode::BAD_REQUEST, "moat proxy: bad request target.\n");
+            return Err((response, Some("bad request target".into())));
+        }
+    };
+    Ok((Request::from_parts(parts, body), client_upgrade))
+}
+
+/// The request body as it goes upstream: token substitution (known length up to
+/// [`SUBSTITUTION_BODY_LIMIT`], read whole), and its first bytes kept for the log when it is text.
+async fn request_body(
+    view: &HostView<'_>,
+    headers: &mut hyper::HeaderMap,
+    body: Incoming,
+    logging: bool,
+    pending: &mut Pending,
+) -> Result<ProxyBody, Refusal> {
+    let capture_request = logging
+        && headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_text_type);
+    let declared_length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    Ok(match (view.substitution, declared_length) {
+        (Some(sub), Some(length)) if length > 0 && length <= SUBSTITUTION_BODY_LIMIT => {
+            let limit = usize::try_from(SUBSTITUTION_BODY_LIMIT).unwrap_or(usize::MAX);
+            let bytes = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => {
+                    let response = text(
+                        StatusCode::BAD_REQUEST,
+                        "moat proxy: cannot read the request body.\n",
+                    );
+                    return Err((response, Some(format!("request body: {err}"))));
+                }
+            };
+            if capture_request {
+                let mut capture = Capture::new(BODY_CAPTURE_LIMIT);
+                capture.push(&bytes);
+                pending.req_capture = Some(Arc::new(Mutex::new(capture)));
+            }
+            match substitute_bytes(&bytes, sub) {
+                Some(replaced) => {
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(replaced.len()));
+                    full(replaced)
+                }
+                None => full(bytes),
+            }
+        }
+        _ if capture_request => {
+            let capture = Arc::new(Mutex::new(Capture::new(BODY_CAPTURE_LIMIT)));
+            pending.req_capture = Some(Arc::clone(&capture));
+            Tee::wrap(incoming(body), capture)
+        }
+        _ => incoming(body),
+    })
+}
+
+/// Step 3: the request sent upstream. A failure is a `502` whose text went through the run's
+/// redactor.
+async fn forward(
+    shared: &Shared,
+    run: &Run,
+    state: &RunState,
+    target: &Target,
+    outbound: Request<ProxyBody>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, Refusal> {
+    let result = if upgrade {
+        shared.upstream.send_upgrade(outbound).await
+    } else {
+        shared.upstream.send(outbound).await
+    };
+    result.map_err(|err| {
+        let reason = state.redactor.redact(&err.to_string()).into_owned();
+        tracing::debug!(run = %run.id, host = %target.host, %reason, "upstream request failed");
+        let response = text(
+            StatusCode::BAD_GATEWAY,
+            &format!("moat proxy: upstream request failed: {reason}\n"),
+        );
+        (response, Some(reason))
+    })
+}
+
+/// Step 4: after a `101`, both upgraded connections relayed byte for byte in the background;
+/// the client gets the `101`'s head.
+fn relay_upgrade(
+    target: &Target,
+    client_upgrade: OnUpgrade,
+    mut response: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let host = target.host.clone();
+    tokio::spawn(async move {
+        match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(client), Ok(upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(%host, %err, "upgraded connection ended");
+                }
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::debug!(%host, %err, "upgrade failed");
+            }
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, empty())
+}
+
+/// Step 5: the response as the client gets it: hop-by-hop headers out, credentials and the
+/// substituted token scrubbed from its headers, then the first of the host's response transforms
+/// that applies.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn shape_response(
+    view: &HostView<'_>,
+    method: &Method,
+    path: &str,
+    response: Response<Incoming>,
+) -> Result<(Parts, ProxyBody), Refusal> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    if !view.credentials.is_empty() {
+        // An upstream that echoes the request's credentials in a response header (a debug header,
+        // an error in a redirect) must not hand them to the client.
+        scrub_credential_headers(&mut parts.headers, view.credentials);
+    }
+    if let Some(sub) = view.substitution {
+        // The request carried the real token (in its path or body): an upstream may echo it in a
+        // redirect's Location, a cookie, or a body the scrubber cannot read.
+        scrub_headers(&mut parts.headers, sub);
+        if view.scrubs_responses() && !identity_encoded(&parts.headers) {
+            let response = text(
+                StatusCode::BAD_GATEWAY,
+                "moat proxy: the upstream sent a compressed body, which cannot be scrubbed of the \
+                 substituted token; it was not passed on\n",
+            );
+            return Err((response, Some("encoded body on a substitution host".into())));
+        }
+    }
+    let body = match response_transform(view, method.as_str(), path, parts.status, &parts.headers) {
+        ResponseAction::None => incoming(body),
+        ResponseAction::Replace(answer) => {
+            parts.status = answer.status;
+            for name in [CONTENT_LENGTH, CONTENT_ENCODING, TRANSFER_ENCODING] {
+                parts.headers.remove(name);
+            }
+            parts
+                .headers
+                .insert(CONTENT_TYPE, answer.content_type.clone());
+            parts.headers.insert(
+                HeaderName::from_static("x-moat-transformed"),
+                HeaderValue::from_static("replace-response"),
+            );
+            full(answer.body.clone())
+        }
+        ResponseAction::Scrub(sub) => {
+            if sub.placeholder.len() != sub.real.expose().len() {
+                parts.headers.remove(CONTENT_LENGTH);
+            }
+            Scrub::wrap(
+                incoming(body),
+                sub.real.expose().as_bytes(),
+                sub.placeholder.as_bytes(),
+            )
+        }
+    };
+    Ok((parts, body))
+}
+
+/// Step 6: the response handed to the client; with a request log, its first bytes are kept and
+/// the request's line is written when the body ends (or is dropped).
+fn log_response(mut pending: Pending, parts: Parts, body: ProxyBody) -> Response<ProxyBody> {
+    if pending.run.log.is_none() {
+        return Response::from_parts(parts, body);
+    }
+    pending.entry.status_code = parts.status.as_u16();
+    pending.entry.resp_headers = snapshot(&parts.headers);
+    let capture_response = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_text_type);
+    let body = Logged::wrap(
+        body,
+        capture_response.then(|| Capture::new(BODY_CAPTURE_LIMIT)),
+        Box::new(move |capture, error| pending.finish(capture, error)),
+    );
+    Response::from_parts(parts, body)
+}
