@@ -13,10 +13,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use moat_plugin_sdk::ProxyRules;
+use moat_plugin_sdk::{ProxyRules, SecretSet};
 use ring::rand::SecureRandom as _;
 
-use super::inject::{CompiledRules, Redactor, RulesError};
+use super::inject::{CompiledRules, RulesError};
 use super::log::RequestLog;
 use super::policy::{CompiledPolicy, NetworkPolicy, PolicyError};
 
@@ -121,7 +121,7 @@ pub(crate) struct Run {
 pub(crate) struct RunState {
     pub rules: CompiledRules,
     pub policy: CompiledPolicy,
-    pub redactor: Arc<Redactor>,
+    pub redactor: Arc<SecretSet>,
 }
 
 impl RunState {
@@ -129,7 +129,7 @@ impl RunState {
         let rules = CompiledRules::compile(grants)?;
         let grant_hosts: Vec<&str> = grants.iter().flat_map(ProxyRules::hosts).collect();
         let policy = CompiledPolicy::compile(policy, &grant_hosts)?;
-        let redactor = Arc::new(Redactor::new(rules.secrets()));
+        let redactor = Arc::new(rules.secrets());
         Ok(RunState {
             rules,
             policy,
