@@ -290,6 +290,11 @@ impl Connection {
         self.shared.remember_secret(secret);
     }
 
+    /// Scrubs every secret of `secrets` from everything this plugin writes.
+    pub fn remember_secrets(&self, secrets: &moat_plugin_sdk::SecretSet) {
+        self.shared.remember_secrets(secrets);
+    }
+
     /// The SHA-256 (lower-case hex) of the executable this process was started from, when it was
     /// started hashed: credentials are pinned to it (see [`super::pin`]).
     pub fn binary_sha256(&self) -> Option<&str> {
@@ -337,10 +342,8 @@ impl Connection {
         R: DeserializeOwned,
     {
         let Some(client) = self.client() else {
-            let failure = self
-                .shared
-                .fault()
-                .unwrap_or_else(|| Failure::Io("the connection was already closed".into()));
+            // Failed or shut down by another caller, who reports why.
+            let failure = Failure::Io("the connection was already closed".into());
             return Err(CallError::Fatal(failure));
         };
         match tokio::time::timeout(limit, client.request(method, params)).await {
@@ -351,12 +354,8 @@ impl Connection {
             Ok(Err(RpcError::Encode(err))) => {
                 Err(CallError::BadResult(redact_quoted(&err.to_string())))
             }
-            // What moat's receiver saw, else the plugin closed its stdout or broke the pipe.
-            Ok(Err(RpcError::Closed)) => Err(CallError::Fatal(
-                self.shared
-                    .fault()
-                    .unwrap_or(Failure::Exited(ExitReport::Unknown)),
-            )),
+            // What moat's receiver saw: a protocol violation, or the end of the plugin's stdout.
+            Ok(Err(RpcError::Closed(failure))) => Err(CallError::Fatal(failure)),
         }
     }
 
