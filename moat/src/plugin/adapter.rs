@@ -316,7 +316,7 @@ impl PluginProvider {
         }
         connection.remember_secrets(&self.secrets());
         let held = options.returns_credential.then(|| connection.hold_output());
-        let failure = match connection.call(method, params, limit).await {
+        let fault = match connection.call(method, params, limit).await {
             Ok(result) => {
                 return Ok(Exchange {
                     result,
@@ -341,7 +341,7 @@ impl PluginProvider {
                     ProviderError::new(ErrorKind::Internal, message).with_hint(hint),
                 ));
             }
-            Err(CallError::Fatal(failure)) => failure,
+            Err(CallError::Fatal(fault)) => fault,
         };
         {
             let mut slot = self.connection.lock().await;
@@ -349,7 +349,6 @@ impl PluginProvider {
                 *slot = None;
             }
         }
-        let fault = connection.fail(method, failure).await;
         Err(Rejected::Other(fault.into()))
     }
 

@@ -220,7 +220,7 @@ async fn check_version_refusal(
             format!("refuses protocol {unknown} with error {}: {}", error.code(), error.message()),
         ),
         Err(CallError::BadResult(detail)) => report.fail(LABEL, detail),
-        Err(CallError::Fatal(failure)) => report.fail(LABEL, connection.fail(method::INITIALIZE, failure).await.reason()),
+        Err(CallError::Fatal(fault)) => report.fail(LABEL, fault.reason()),
     }
     connection.shutdown().await;
 }
@@ -503,7 +503,7 @@ impl Session<'_> {
                 LABEL,
                 "answered a result to a method it cannot know; it must answer -32601",
             ),
-            Err(CallError::Fatal(failure)) => self.fatal(LABEL, method::SHUTDOWN, failure).await,
+            Err(CallError::Fatal(fault)) => self.fatal(LABEL, &fault),
         }
     }
 
@@ -565,8 +565,8 @@ impl Session<'_> {
                 self.report.fail(label, detail);
                 None
             }
-            Err(CallError::Fatal(failure)) => {
-                self.fatal(label, method, failure).await;
+            Err(CallError::Fatal(fault)) => {
+                self.fatal(label, &fault);
                 None
             }
         }
@@ -622,8 +622,8 @@ impl Session<'_> {
         );
     }
 
-    async fn fatal(&mut self, label: &str, method: &str, failure: super::Failure) {
-        let fault = self.connection.fail(method, failure).await;
+    /// The plugin failed (and was stopped): nothing more can be checked on it.
+    fn fatal(&mut self, label: &str, fault: &super::PluginFault) {
         self.alive = false;
         self.report.fail(label, fault.reason());
     }
