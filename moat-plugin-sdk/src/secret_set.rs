@@ -94,6 +94,13 @@ impl SecretSet {
         Cow::Owned(out)
     }
 
+    /// True when `text` holds a known secret in any form.
+    pub fn occurs_in(&self, text: &str) -> bool {
+        self.needles
+            .iter()
+            .any(|needle| text.contains(needle.expose()))
+    }
+
     /// A redactor for text that arrives in pieces (lines cut by a limit, body chunks).
     pub fn stream(&self) -> SecretStream<'_> {
         SecretStream {
@@ -388,6 +395,7 @@ mod tests {
             if let Some(exact) = exact {
                 assert_eq!(out, exact, "{secrets:?}");
             }
+            assert_eq!(set.occurs_in(&text), out != text, "{secrets:?}");
             // Cut across two pieces, at every byte: the same result.
             for cut in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
                 let mut stream = set.stream();

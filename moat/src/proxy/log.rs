@@ -39,7 +39,7 @@ pub const BODY_CAPTURE_LIMIT: usize = 8 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What a header moat injected is logged as.
-pub const REDACTED: &str = "[REDACTED]";
+pub const REDACTED: &str = SecretSet::MASK;
 
 /// A `network.jsonl` file being appended to.
 #[derive(Debug, Clone)]

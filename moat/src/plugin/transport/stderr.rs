@@ -114,15 +114,26 @@ mod tests {
         }
     }
 
+    impl Captured {
+        /// A subscriber writing every level, without colours, here.
+        fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+            let writer = self.clone();
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .finish()
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
     #[test]
     fn stderr_goes_to_tracing_under_the_plugin_target_with_its_name() {
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
+        let subscriber = captured.subscriber();
         let shared = Arc::new(Shared::new("gitlab".into(), "/x".into()));
         tracing::subscriber::with_default(subscriber, || {
             record_stderr(
@@ -131,7 +142,7 @@ mod tests {
             );
             record_stderr(&shared, b"plain words");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].contains("WARN moat::plugin: token expires soon provider=gitlab"),
@@ -146,14 +157,9 @@ mod tests {
     #[test]
     fn held_lines_wait_for_the_last_hold_and_are_redacted_with_what_is_known_then() {
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
+        let subscriber = captured.subscriber();
         let shared = Arc::new(Shared::new("p".into(), "/x".into()));
-        let text = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = || captured.text();
         tracing::subscriber::with_default(subscriber, || {
             let outer = shared.hold_output();
             let inner = shared.hold_output();
