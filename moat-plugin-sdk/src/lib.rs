@@ -66,8 +66,11 @@ pub mod protocol;
 mod provider;
 mod rules;
 mod secret;
+mod secret_set;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod testkit;
+pub mod wire;
 
 pub use async_trait::async_trait;
 pub use container::{
@@ -84,4 +87,6 @@ pub use provider::{
 };
 pub use rules::{ProxyRule, ProxyRules, ResponseAnswer, TransformKind};
 pub use secret::Secret;
+pub use secret_set::{SecretSet, SecretStream, looks_secret_key};
+#[cfg(feature = "serve")]
 pub use serve::{ServeOptions, serve, serve_io, serve_io_with, serve_with};

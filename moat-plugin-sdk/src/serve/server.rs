@@ -21,10 +21,11 @@ use tokio::task::{AbortHandle, JoinSet};
 use super::ServeOptions;
 use super::rpc::{self, Ctx};
 use super::wire::{
-    self, Envelope, INTERNAL_ERROR, INVALID_REQUEST, Line, PARSE_ERROR, canonical_id_value,
+    self, Envelope, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, canonical_id_value,
     error_response,
 };
 use crate::protocol::{CancelParams, MAX_LINE_BYTES, code, method};
+use crate::wire::{Frame, LineReader};
 use crate::{CredentialProvider, ErrorKind};
 
 /// Messages for the writer task.
@@ -67,13 +68,12 @@ where
             == tokio::runtime::RuntimeFlavor::CurrentThread,
     };
 
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut buf = Vec::with_capacity(4096);
+    let mut lines = LineReader::new(BufReader::with_capacity(64 * 1024, reader), server.max_line);
     let read_error = loop {
         while server.tasks.try_join_next().is_some() {}
-        match wire::read_line(&mut reader, &mut buf, server.max_line).await {
-            Ok(Line::Complete) => server.handle_line(&buf).await,
-            Ok(Line::TooLong) => {
+        match lines.next().await {
+            Ok(Frame::Line(line)) => server.handle_line(line).await,
+            Ok(Frame::TooLong(_)) => {
                 tracing::warn!(max = server.max_line, "skipped an over-long line");
                 let message = format!("line longer than {} bytes", server.max_line);
                 let kind = Some(ErrorKind::InvalidInput);
@@ -87,7 +87,7 @@ where
                     ))
                     .await;
             }
-            Ok(Line::Eof) => break None,
+            Ok(Frame::Eof) => break None,
             Err(e) => break Some(e),
         }
     };

@@ -1,86 +1,19 @@
-//! The wire below JSON-RPC: bounded line reading, envelope sniffing, hand-made error responses.
+//! Sorting what a plugin reads, and hand-made error responses.
 //!
-//! jsonrpsee's `raw_json_request` only understands single requests with an `id`; notifications,
-//! batches and garbage never reach it. This module sorts every line first.
+//! The line framing and the envelope are [`crate::wire`]'s, shared with moat. jsonrpsee's
+//! `raw_json_request` only understands single requests with an `id`; notifications, batches and
+//! garbage never reach it. This module sorts every line first.
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::ErrorKind;
 use crate::protocol::ErrorData;
-
-/// JSON-RPC 2.0 standard codes.
-pub(crate) const PARSE_ERROR: i32 = -32700;
-pub(crate) const INVALID_REQUEST: i32 = -32600;
-pub(crate) const METHOD_NOT_FOUND: i32 = -32601;
-pub(crate) const INVALID_PARAMS: i32 = -32602;
-pub(crate) const INTERNAL_ERROR: i32 = -32603;
-
-/// What one read produced.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Line {
-    /// A complete line is in the buffer (newline and a trailing `\r` stripped).
-    Complete,
-    /// The line was longer than the limit; it was skipped up to its newline.
-    TooLong,
-    /// End of input, nothing pending.
-    Eof,
-}
-
-/// Reads one `\n`-terminated line into `buf` (cleared first), never holding more than `max`
-/// bytes of it. A final line without a newline counts as a line.
-pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Line> {
-    buf.clear();
-    let mut too_long = false;
-    let mut seen_any = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(match (seen_any, too_long) {
-                (false, _) => Line::Eof,
-                (true, true) => Line::TooLong,
-                (true, false) => {
-                    strip_cr(buf);
-                    Line::Complete
-                }
-            });
-        }
-        seen_any = true;
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if !too_long {
-            if buf.len() + chunk.len() > max {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(chunk);
-            }
-        }
-        let consumed = done.unwrap_or(available.len());
-        reader.consume(consumed);
-        if done.is_some() {
-            if too_long {
-                return Ok(Line::TooLong);
-            }
-            strip_cr(buf);
-            return Ok(Line::Complete);
-        }
-    }
-}
-
-fn strip_cr(buf: &mut Vec<u8>) {
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-}
+use crate::wire::canonical_id;
+pub(crate) use crate::wire::{
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+    canonical_id_value,
+};
 
 /// A sorted line.
 #[derive(Debug)]
@@ -105,27 +38,6 @@ pub(crate) enum Envelope<'a> {
     ParseError(String),
 }
 
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(default, borrow)]
-    jsonrpc: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default, borrow)]
-    params: Option<&'a RawValue>,
-    #[serde(default)]
-    result: Option<IgnoredAny>,
-    #[serde(default)]
-    error: Option<IgnoredAny>,
-}
-
-/// Keeps `"id": null` apart from a missing id (plain `Option` reads both as `None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
 /// Sorts one line (already trimmed, not empty).
 pub(crate) fn classify(text: &str) -> Envelope<'_> {
     let first = text.as_bytes()[0];
@@ -142,7 +54,7 @@ pub(crate) fn classify(text: &str) -> Envelope<'_> {
             Err(e) => Envelope::ParseError(e.to_string()),
         };
     }
-    let fields: Fields<'_> = match serde_json::from_str(text) {
+    let fields = match crate::wire::Envelope::parse(text.as_bytes()) {
         Ok(fields) => fields,
         Err(e) => {
             return match serde_json::from_str::<IgnoredAny>(text) {
@@ -165,37 +77,28 @@ pub(crate) fn classify(text: &str) -> Envelope<'_> {
             };
         }
     };
+    let v2 = fields.is_v2();
     match (id, fields.method) {
-        (Some(id), Some(_)) if fields.jsonrpc.as_deref() != Some("2.0") => Envelope::Invalid {
+        (Some(id), Some(_)) if !v2 => Envelope::Invalid {
             id,
             reason: "a request must have \"jsonrpc\": \"2.0\"",
         },
         (Some(id), Some(method)) => Envelope::Request {
             id,
-            method,
+            method: method.into_owned(),
             params: fields.params,
         },
         (None, Some(method)) => Envelope::Notification {
-            method,
+            method: method.into_owned(),
             params: fields.params,
         },
-        (_, None) if fields.result.is_some() || fields.error.is_some() => Envelope::Response,
+        // A `null` result or error does not make a response here (the host sends none anyway).
+        (_, None) if not_null(fields.result) || not_null(fields.error) => Envelope::Response,
         (id, None) => Envelope::Invalid {
             id: id.unwrap_or_else(|| "null".into()),
             reason: "missing `method`",
         },
     }
-}
-
-/// The canonical JSON text of an id (`1`, `"abc"`, `null`), or `None` for other JSON types.
-pub(crate) fn canonical_id(raw: &RawValue) -> Option<String> {
-    let text = raw.get();
-    // The common case, a small integer, is already canonical.
-    if !text.is_empty() && text.len() < 20 && text.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(text.to_owned());
-    }
-    let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-    canonical_id_value(&value)
 }
 
 /// The jsonrpsee id for a canonical id text, or `None` for an id jsonrpsee cannot represent (a
@@ -211,14 +114,8 @@ pub(crate) fn rpc_id(canonical: &str) -> Option<jsonrpsee::types::Id<'static>> {
     }
 }
 
-/// The canonical JSON text of an id given as a value.
-pub(crate) fn canonical_id_value(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::Null | serde_json::Value::Number(_) | serde_json::Value::String(_) => {
-            Some(value.to_string())
-        }
-        _ => None,
-    }
+fn not_null(member: Option<&RawValue>) -> bool {
+    member.is_some_and(|raw| raw.get() != "null")
 }
 
 /// A complete error response line. `id` is JSON text (`null`, `7`, `"a"`).
@@ -240,39 +137,6 @@ pub(crate) fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn lines(input: &[u8], max: usize) -> Vec<(Line, String)> {
-        let mut reader = tokio::io::BufReader::with_capacity(4, input);
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            let line = read_line(&mut reader, &mut buf, max).await.unwrap();
-            if line == Line::Eof {
-                return out;
-            }
-            out.push((line, String::from_utf8(buf.clone()).unwrap()));
-        }
-    }
-
-    #[tokio::test]
-    async fn lines_are_bounded_and_resynchronised() {
-        let got = lines(b"short\r\nmuch too long a line\nok\nlast", 8).await;
-        assert_eq!(
-            got,
-            vec![
-                (Line::Complete, "short".into()),
-                (Line::TooLong, String::new()),
-                (Line::Complete, "ok".into()),
-                (Line::Complete, "last".into()),
-            ]
-        );
-        assert_eq!(lines(b"", 8).await, vec![]);
-        assert_eq!(lines(b"\n", 8).await, vec![(Line::Complete, String::new())]);
-        assert_eq!(
-            lines(b"123456789", 8).await,
-            vec![(Line::TooLong, String::new())]
-        );
-    }
 
     #[test]
     fn envelopes_are_sorted() {
@@ -326,13 +190,6 @@ mod tests {
 
     #[test]
     fn ids_have_one_canonical_text() {
-        let canonical = |text: &str| canonical_id(&RawValue::from_string(text.into()).unwrap());
-        assert_eq!(canonical("7").as_deref(), Some("7"));
-        assert_eq!(canonical("0").as_deref(), Some("0"));
-        assert_eq!(canonical("-7").as_deref(), Some("-7"));
-        assert_eq!(canonical(r#""\u0061""#).as_deref(), Some(r#""a""#));
-        assert_eq!(canonical("null").as_deref(), Some("null"));
-        assert_eq!(canonical("[1]"), None);
         assert_eq!(rpc_id("7"), Some(jsonrpsee::types::Id::Number(7)));
         assert_eq!(
             rpc_id(r#""a""#),

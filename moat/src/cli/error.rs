@@ -8,6 +8,9 @@ use crate::credential::StoreError;
 use crate::http::EXTRA_CA_ENV;
 use crate::provider::{GrantProblem, GrantsError};
 use crate::proxy::{CaError, RESOLVE_ENV, RunError, UpstreamError};
+use crate::run::RunStoreError;
+use crate::run::manager::RunFailure;
+use crate::runtime::RuntimeError;
 
 /// Exit codes, so scripts can tell failures apart. Listed in `moat --help`.
 pub mod code {
@@ -186,3 +189,54 @@ impl From<StoreError> for CliError {
 
 /// Result of a command.
 pub type CliResult = Result<(), CliError>;
+
+impl From<RunStoreError> for CliError {
+    fn from(err: RunStoreError) -> Self {
+        super::runs::store_error(err)
+    }
+}
+
+impl From<RuntimeError> for CliError {
+    fn from(err: RuntimeError) -> Self {
+        CliError {
+            hint: err.hint(),
+            message: err.to_string(),
+            code: code::FAILURE,
+        }
+    }
+}
+
+/// A run that failed before or around its command: each cause keeps its own code and hint.
+impl From<RunFailure> for CliError {
+    fn from(err: RunFailure) -> Self {
+        match err {
+            RunFailure::Grants(err) => err.into(),
+            RunFailure::Runtime(err) => err.into(),
+            RunFailure::Store(err) => err.into(),
+            RunFailure::Ca(err) => err.into(),
+            RunFailure::Upstream(err) => err.into(),
+            RunFailure::Register(err) => err.into(),
+            RunFailure::Provider { grant, error } => {
+                let mut cli = CliError::from(error);
+                cli.message = format!("{grant}: {}", cli.message);
+                cli
+            }
+            RunFailure::Workspace { .. } => {
+                let hint = err.hint();
+                let cli = CliError::new(err.to_string()).code(code::USAGE);
+                match hint {
+                    Some(hint) => cli.hint(hint),
+                    None => cli,
+                }
+            }
+            other => {
+                let hint = other.hint();
+                let cli = CliError::new(other.to_string());
+                match hint {
+                    Some(hint) => cli.hint(hint),
+                    None => cli,
+                }
+            }
+        }
+    }
+}

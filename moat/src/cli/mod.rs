@@ -9,7 +9,9 @@ mod plugin;
 mod prompt;
 mod proxy;
 mod revoke;
+mod run;
 mod runs;
+mod stop;
 mod table;
 mod trace;
 
@@ -33,6 +35,8 @@ Exit codes: 0 success, 1 failure (and an audit log that does not verify), 2 usag
 4 credential rejected, 5 input needed but unavailable, 6 credential store unreadable.
 
 Examples:
+  moat run --grant github -- curl -s https://api.github.com/user
+                               the command in a container; the token added on the wire
   moat grant github            store a GitHub token (from GITHUB_TOKEN, the gh CLI, or a prompt)
   moat grant providers         list the providers and where each comes from
   moat grant list --json       list stored credentials as JSON
@@ -67,6 +71,8 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a command in a container, its credentials added on the wire by moat's proxy.
+    Run(run::RunArgs),
     /// Store a credential for a provider, or inspect providers and stored credentials.
     Grant(grant::GrantArgs),
     /// Delete a stored credential.
@@ -83,6 +89,10 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Verify a run's hash-chained audit log and show its events.
     Audit(audit::AuditArgs),
+    /// Stop a running run (from another terminal).
+    Stop(stop::StopArgs),
+    /// Delete an ended run's record (metadata, logs, audit log).
+    Destroy(stop::DestroyArgs),
 }
 
 impl Cli {
@@ -122,7 +132,7 @@ impl Cli {
         keys: KeyConfig,
     ) -> ExitCode {
         match self.dispatch(registry, plugins, home, keys).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(code) => ExitCode::from(code),
             Err(err) => err.report(),
         }
     }
@@ -133,7 +143,7 @@ impl Cli {
         plugins: PluginReport,
         home: MoatHome,
         keys: KeyConfig,
-    ) -> CliResult {
+    ) -> Result<u8, CliError> {
         let profile = match self.global.profile.as_deref().filter(|p| !p.is_empty()) {
             Some(name) => Some(
                 Profile::new(name)
@@ -149,7 +159,9 @@ impl Cli {
             profile,
             store,
         };
-        match self.command {
+        let done = match self.command {
+            // The command's own exit code is moat's.
+            Command::Run(args) => return run::run(&context, args).await,
             Command::Grant(args) => grant::run(&context, args).await,
             Command::Revoke(args) => revoke::run(&context, args),
             Command::Proxy(args) => proxy::run(&context, args).await,
@@ -159,7 +171,10 @@ impl Cli {
             // `-v` is the global flag: it also turns on debug logging on stderr.
             Command::Trace(args) => trace::run(&context, args, self.global.verbose > 0),
             Command::Audit(args) => audit::run(&context, args),
-        }
+            Command::Stop(args) => stop::stop(&context, args).await,
+            Command::Destroy(args) => stop::destroy(&context, args).await,
+        };
+        done.map(|()| 0)
     }
 }
 

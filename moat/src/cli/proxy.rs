@@ -265,7 +265,7 @@ fn policy_of(args: &ProxyArgs) -> Result<NetworkPolicy, CliError> {
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
-async fn wait_for_stop() {
+pub(super) async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

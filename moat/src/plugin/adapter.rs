@@ -22,7 +22,7 @@ use moat_plugin_sdk::{
     Credential, CredentialProvider, EndpointDecl, EndpointProvider, EndpointRequest,
     EndpointResponse, EnvVar, ErrorKind, GrantRequest, GrantStep, MountsRequest, PrepareOpts,
     ProviderError, ProviderInfo, ProviderResult, ProxyRule, ProxyRules, RefreshableProvider,
-    Refreshed, RunStoppedContext, RunStoppedHook, Secret,
+    Refreshed, RunStoppedContext, RunStoppedHook, Secret, SecretSet,
 };
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -74,7 +74,7 @@ pub struct PluginProvider {
     connection: Mutex<Option<Arc<Connection>>>,
     /// Every credential this plugin has been handed or returned, scrubbed from its output
     /// (see [`Connection::remember_secret`]); kept here so a restarted process scrubs them too.
-    secrets: std::sync::Mutex<Vec<Secret>>,
+    secrets: std::sync::Mutex<SecretSet>,
 }
 
 impl std::fmt::Debug for PluginProvider {
@@ -94,16 +94,17 @@ impl PluginProvider {
             init,
             timeouts,
             connection: Mutex::new(None),
-            secrets: std::sync::Mutex::new(Vec::new()),
+            secrets: std::sync::Mutex::new(SecretSet::new()),
         }
     }
 
     /// Scrubs `secret` from this plugin's output from now on.
     fn guard(&self, secret: &Secret) {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        if !secrets.contains(secret) {
-            secrets.push(secret.clone());
-        }
+        self.secrets().insert(secret);
+    }
+
+    fn secrets(&self) -> std::sync::MutexGuard<'_, SecretSet> {
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Refuses to hand a credential pinned to another executable to this process.
@@ -159,14 +160,7 @@ impl PluginProvider {
     /// Lets go of the plugin's held log once every secret known now is scrubbed from it.
     fn release(&self, held: Option<OutputHold>) {
         if let Some(held) = held {
-            for secret in self
-                .secrets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                held.remember_secret(secret);
-            }
+            held.remember_secrets(&self.secrets());
         }
     }
 
@@ -184,7 +178,7 @@ impl PluginProvider {
             init,
             timeouts,
             connection: Mutex::new(Some(Arc::new(connection))),
-            secrets: std::sync::Mutex::new(Vec::new()),
+            secrets: std::sync::Mutex::new(SecretSet::new()),
         })
     }
 
@@ -320,16 +314,9 @@ impl PluginProvider {
         if let Some(pin) = options.pin {
             self.check_pin(&connection, pin).map_err(Rejected::Other)?;
         }
-        for secret in self
-            .secrets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            connection.remember_secret(secret);
-        }
+        connection.remember_secrets(&self.secrets());
         let held = options.returns_credential.then(|| connection.hold_output());
-        let failure = match connection.call(method, params, limit).await {
+        let fault = match connection.call(method, params, limit).await {
             Ok(result) => {
                 return Ok(Exchange {
                     result,
@@ -354,7 +341,7 @@ impl PluginProvider {
                     ProviderError::new(ErrorKind::Internal, message).with_hint(hint),
                 ));
             }
-            Err(CallError::Fatal(failure)) => failure,
+            Err(CallError::Fatal(fault)) => fault,
         };
         {
             let mut slot = self.connection.lock().await;
@@ -362,7 +349,6 @@ impl PluginProvider {
                 *slot = None;
             }
         }
-        let fault = connection.fail(method, failure).await;
         Err(Rejected::Other(fault.into()))
     }
 
@@ -371,8 +357,7 @@ impl PluginProvider {
     /// `text` with every credential this plugin has handled replaced by `[REDACTED]`: what a
     /// plugin says is shown to the user, and a careless plugin may quote a token.
     fn redact(&self, text: &str) -> String {
-        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        super::transport::redact_secrets(&secrets, text).into_owned()
+        self.secrets().redact(text).into_owned()
     }
 
     /// Remembers every secret in `rules`, in whatever form the proxy will send it.

@@ -17,7 +17,7 @@ use moat_plugin_sdk::protocol::{
 };
 use moat_plugin_sdk::{
     Capability, Credential, EndpointRequest, GrantRequest, MountsRequest, PrepareOpts,
-    RunStoppedContext, validate_name,
+    RunStoppedContext, Secret, SecretSet, validate_name,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -220,7 +220,7 @@ async fn check_version_refusal(
             format!("refuses protocol {unknown} with error {}: {}", error.code(), error.message()),
         ),
         Err(CallError::BadResult(detail)) => report.fail(LABEL, detail),
-        Err(CallError::Fatal(failure)) => report.fail(LABEL, connection.fail(method::INITIALIZE, failure).await.reason()),
+        Err(CallError::Fatal(fault)) => report.fail(LABEL, fault.reason()),
     }
     connection.shutdown().await;
 }
@@ -503,7 +503,7 @@ impl Session<'_> {
                 LABEL,
                 "answered a result to a method it cannot know; it must answer -32601",
             ),
-            Err(CallError::Fatal(failure)) => self.fatal(LABEL, method::SHUTDOWN, failure).await,
+            Err(CallError::Fatal(fault)) => self.fatal(LABEL, &fault),
         }
     }
 
@@ -565,8 +565,8 @@ impl Session<'_> {
                 self.report.fail(label, detail);
                 None
             }
-            Err(CallError::Fatal(failure)) => {
-                self.fatal(label, method, failure).await;
+            Err(CallError::Fatal(fault)) => {
+                self.fatal(label, &fault);
                 None
             }
         }
@@ -622,18 +622,15 @@ impl Session<'_> {
         );
     }
 
-    async fn fatal(&mut self, label: &str, method: &str, failure: super::Failure) {
-        let fault = self.connection.fail(method, failure).await;
+    /// The plugin failed (and was stopped): nothing more can be checked on it.
+    fn fatal(&mut self, label: &str, fault: &super::PluginFault) {
         self.alive = false;
         self.report.fail(label, fault.reason());
     }
 
     fn no_token_in(&mut self, label: &str, answer: &Value, place: &str) {
         let text = answer.to_string();
-        if token_forms(&self.token)
-            .iter()
-            .any(|form| text.contains(form.as_str()))
-        {
+        if token_forms(&self.token).occurs_in(&text) {
             self.report.fail(
                 label,
                 format!("the real token reaches the {place}: give the container a placeholder"),
@@ -645,30 +642,10 @@ impl Session<'_> {
     }
 }
 
-/// The token as it may hide in an answer: raw, or base64-encoded inside a longer value (a Basic
-/// `user:token`, a docker `auth`), whatever the token's offset. Base64 turns 3 bytes into 4
-/// characters, so for each of the 3 possible offsets the characters that depend only on the token
-/// are the same wherever it sits.
-fn token_forms(token: &str) -> Vec<String> {
-    use base64::Engine as _;
-    let mut forms = vec![token.to_string()];
-    for engine in [
-        &base64::engine::general_purpose::STANDARD,
-        &base64::engine::general_purpose::URL_SAFE,
-    ] {
-        for offset in 0..3 {
-            let padded = format!("{}{token}", "x".repeat(offset));
-            let encoded = engine.encode(padded.as_bytes());
-            // Skip the characters mixed with the prefix, and the last group (mixed with whatever
-            // follows the token, or padding).
-            let start = if offset == 0 { 0 } else { 4 };
-            let end = encoded.len().saturating_sub(4);
-            if end > start + 8 {
-                forms.push(encoded[start..end].to_string());
-            }
-        }
-    }
-    forms
+/// The token as it may hide in an answer: raw, percent-encoded, or base64-encoded inside a longer
+/// value (a Basic `user:token`, a docker `auth`) whatever its offset (see [`SecretSet`]).
+fn token_forms(token: &str) -> SecretSet {
+    SecretSet::from_iter([Secret::new(token)])
 }
 
 fn describe_grant(answer: &Value) -> String {
@@ -713,15 +690,8 @@ mod tests {
         for user in ["", "x", "xy", "x-access-token", "someone"] {
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
             let value = format!("Basic {basic}");
-            assert!(
-                forms.iter().any(|form| value.contains(form.as_str())),
-                "{user}: {value}"
-            );
+            assert!(forms.occurs_in(&value), "{user}: {value}");
         }
-        assert!(
-            !forms
-                .iter()
-                .any(|form| "Basic bW9hdC1wbGFjZWhvbGRlcg==".contains(form.as_str()))
-        );
+        assert!(!forms.occurs_in("Basic bW9hdC1wbGFjZWhvbGRlcg=="));
     }
 }

@@ -5,7 +5,8 @@
 //! every answer again after moat has sorted the line, and on a small machine those hand-offs cost
 //! more than the pipe round trip itself (`cargo bench -p moat --bench plugin`, and BENCHMARKS.md).
 //! What a plugin connection needs is small: ids, a table of waiting callers, and the error cases,
-//! which are all moat's own anyway (the receiver in [`super::transport`] decides what is fatal).
+//! which are all moat's own anyway (the receiver in [`super::transport`] decides what is fatal,
+//! and the reader task hands that [`Failure`] to every caller still waiting).
 //! jsonrpsee's types still describe the error objects on both sides.
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::error::Failure;
+use super::error::{ExitReport, Failure};
 use super::transport::{LineReceiver, Shared};
 
 /// Why a request got no result.
@@ -30,12 +31,13 @@ pub enum RpcError {
     Remote(ErrorObjectOwned),
     /// The params could not be written as JSON (a serde message, which may quote a value).
     Encode(serde_json::Error),
-    /// The connection ended: [`Shared::fault`] says why when moat saw why; otherwise the plugin
-    /// closed its stdout or the pipe broke.
-    Closed,
+    /// The connection ended, for this reason: what the reader saw (a protocol violation, the
+    /// end of the plugin's stdout as [`Failure::Exited`]), or a broken pipe to the plugin.
+    Closed(Failure),
 }
 
-type Reply = Result<Box<RawValue>, ErrorObjectOwned>;
+/// What the reader hands a caller: the plugin's answer, or why there will be none.
+type Reply = Result<Result<Box<RawValue>, ErrorObjectOwned>, Failure>;
 
 /// The callers waiting for an answer, by id.
 #[derive(Default)]
@@ -44,8 +46,17 @@ struct Calls {
     /// Ids whose caller stopped waiting (a timeout, a dropped future): a late answer to one is
     /// dropped quietly, where an answer to an id never sent is a protocol violation.
     abandoned: HashSet<u64>,
-    /// Set when the reader stopped: nobody will answer any more.
-    closed: bool,
+    /// Set when the reader stopped, to why: nobody will answer any more.
+    closed: Option<Failure>,
+}
+
+impl Calls {
+    /// Why the connection is closed, for a caller who was not waiting when it closed.
+    fn cause(&self) -> Failure {
+        self.closed
+            .clone()
+            .unwrap_or(Failure::Exited(ExitReport::Unknown))
+    }
 }
 
 type SharedCalls = Arc<Mutex<Calls>>;
@@ -99,8 +110,8 @@ impl<W: AsyncWrite + Unpin + Send> Client<W> {
         let (tx, rx) = oneshot::channel();
         {
             let mut calls = lock(&self.calls);
-            if calls.closed {
-                return Err(RpcError::Closed);
+            if calls.closed.is_some() {
+                return Err(RpcError::Closed(calls.cause()));
             }
             calls.waiting.insert(id, tx);
         }
@@ -114,21 +125,22 @@ impl<W: AsyncWrite + Unpin + Send> Client<W> {
                 done: false,
             };
             let Some(pipe) = writer.slot.as_mut() else {
-                return Err(RpcError::Closed);
+                return Err(RpcError::Closed(lock(&self.calls).cause()));
             };
             // A write error means the plugin is gone or stopped reading; the reader will see the
             // end of its stdout, and the caller fails the connection either way.
             if pipe.write_all(&line).await.is_err() || pipe.flush().await.is_err() {
-                return Err(RpcError::Closed);
+                return Err(RpcError::Closed(lock(&self.calls).cause()));
             }
             writer.done = true;
         }
         let reply = rx.await;
         waiting.answered();
         match reply {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(error)) => Err(RpcError::Remote(error)),
-            Err(_) => Err(RpcError::Closed),
+            Ok(Ok(Ok(result))) => Ok(result),
+            Ok(Ok(Err(error))) => Err(RpcError::Remote(error)),
+            Ok(Err(failure)) => Err(RpcError::Closed(failure)),
+            Err(_) => Err(RpcError::Closed(lock(&self.calls).cause())),
         }
     }
 
@@ -202,19 +214,22 @@ fn encode<P: Serialize + ?Sized>(
 }
 
 /// Hands each answer to its caller until the plugin's stdout ends or breaks the protocol; then
-/// every caller still waiting is told the connection is closed.
+/// every caller still waiting gets the reason.
 async fn read_answers<R: AsyncRead + Unpin>(
     mut receiver: LineReceiver<R>,
     calls: SharedCalls,
     shared: Arc<Shared>,
 ) {
-    // The receiver records fatal conditions in `shared` itself; end of file is no fault.
-    while let Ok(response) = receiver.next_response().await {
+    let cause = loop {
+        let response = match receiver.next_response().await {
+            Ok(response) => response,
+            Err(failure) => break failure,
+        };
         let mut state = lock(&calls);
         if let Some(caller) = state.waiting.remove(&response.id) {
             drop(state);
             // The caller may have stopped waiting just now; then nobody needs the answer.
-            let _ = caller.send(response.outcome);
+            let _ = caller.send(Ok(response.outcome));
         } else if state.abandoned.remove(&response.id) {
             tracing::debug!(
                 provider = %shared.name,
@@ -222,15 +237,14 @@ async fn read_answers<R: AsyncRead + Unpin>(
                 "dropped a late answer nobody waits for"
             );
         } else {
-            drop(state);
-            shared.set_fault(Failure::WrongId(response.id.to_string()));
-            break;
+            break Failure::WrongId(response.id.to_string());
         }
-    }
+    };
     let mut state = lock(&calls);
-    state.closed = true;
-    // Dropping the senders wakes every waiting caller with `Closed`.
-    state.waiting.clear();
+    state.closed = Some(cause.clone());
+    for (_, caller) in state.waiting.drain() {
+        let _ = caller.send(Err(cause.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_id_closes_the_connection_with_a_fault() {
-        let (client, mut input, mut output, shared) = wired();
+        let (client, mut input, mut output, _) = wired();
         let client = Arc::new(client);
         let call = tokio::spawn({
             let client = client.clone();
@@ -326,18 +340,18 @@ mod tests {
             .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":99,\"result\":{}}\n")
             .await
             .unwrap();
-        assert!(matches!(call.await.unwrap(), Err(RpcError::Closed)));
-        assert_eq!(shared.fault(), Some(Failure::WrongId("99".into())));
-        // Later requests fail at once.
+        let wrong = Failure::WrongId("99".into());
+        assert!(matches!(call.await.unwrap(), Err(RpcError::Closed(f)) if f == wrong));
+        // Later requests fail at once, for the same reason.
         assert!(matches!(
             client.request("b", &json!({})).await,
-            Err(RpcError::Closed)
+            Err(RpcError::Closed(f)) if f == wrong
         ));
     }
 
     #[tokio::test]
     async fn a_late_answer_to_an_abandoned_call_is_dropped() {
-        let (client, mut input, mut output, shared) = wired();
+        let (client, mut input, mut output, _) = wired();
         let gave_up = tokio::time::timeout(
             std::time::Duration::from_millis(20),
             client.request("slow", &json!({})),
@@ -362,12 +376,11 @@ mod tests {
         };
         let (result, ()) = tokio::join!(call, answer);
         assert_eq!(result.unwrap().get(), "2");
-        assert_eq!(shared.fault(), None);
     }
 
     #[tokio::test]
     async fn end_of_output_wakes_every_caller() {
-        let (client, mut input, output, shared) = wired();
+        let (client, mut input, output, _) = wired();
         let empty = json!({});
         let call = client.request("a", &empty);
         let hang_up = async {
@@ -375,8 +388,10 @@ mod tests {
             drop(output);
         };
         let (result, ()) = tokio::join!(call, hang_up);
-        assert!(matches!(result, Err(RpcError::Closed)));
-        assert_eq!(shared.fault(), None);
+        assert!(matches!(
+            result,
+            Err(RpcError::Closed(Failure::Exited(ExitReport::Unknown)))
+        ));
     }
 
     #[tokio::test]
@@ -405,7 +420,7 @@ mod tests {
         assert_eq!(seen.len(), 16);
         assert!(matches!(
             client.request("b", &json!({})).await,
-            Err(RpcError::Closed)
+            Err(RpcError::Closed(_))
         ));
     }
 
@@ -417,7 +432,7 @@ mod tests {
         assert_eq!(input.read_line(&mut rest).await.unwrap(), 0);
         assert!(matches!(
             client.request("a", &json!({})).await,
-            Err(RpcError::Closed)
+            Err(RpcError::Closed(_))
         ));
     }
 }

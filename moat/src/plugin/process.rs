@@ -99,8 +99,8 @@ pub enum CallError {
     Remote(jsonrpsee::types::ErrorObjectOwned),
     /// The result does not match the protocol (redacted serde message); the connection is fine.
     BadResult(String),
-    /// The connection is unusable: the caller must [`Connection::fail`] it.
-    Fatal(Failure),
+    /// The connection could not go on: the process was stopped and reaped, and this says why.
+    Fatal(PluginFault),
 }
 
 /// The child process, owned by a reaper task that always waits for it.
@@ -290,6 +290,11 @@ impl Connection {
         self.shared.remember_secret(secret);
     }
 
+    /// Scrubs every secret of `secrets` from everything this plugin writes.
+    pub fn remember_secrets(&self, secrets: &moat_plugin_sdk::SecretSet) {
+        self.shared.remember_secrets(secrets);
+    }
+
     /// The SHA-256 (lower-case hex) of the executable this process was started from, when it was
     /// started hashed: credentials are pinned to it (see [`super::pin`]).
     pub fn binary_sha256(&self) -> Option<&str> {
@@ -306,9 +311,11 @@ impl Connection {
         self.shared.stderr_tail()
     }
 
-    /// True until the connection failed or was shut down.
+    /// True until the connection failed or was shut down (or began to).
     pub fn is_alive(&self) -> bool {
-        self.ended.get().is_none() && self.child.status.borrow().is_none()
+        self.ended.get().is_none()
+            && self.child.status.borrow().is_none()
+            && self.client().is_some()
     }
 
     fn client(&self) -> Option<Arc<Rpc>> {
@@ -325,7 +332,10 @@ impl Connection {
             .take()
     }
 
-    /// Calls `method` with `params` (an object) and waits at most `limit` for the answer.
+    /// Calls `method` with `params` (an object) and waits at most `limit` for the answer. When
+    /// the connection cannot go on (a timeout, the plugin's exit, a protocol violation), the
+    /// process is stopped and reaped first ([`Connection::fail`]) and the error is the
+    /// [`PluginFault`] that says why.
     pub async fn call<P, R>(
         &self,
         method: &str,
@@ -336,33 +346,30 @@ impl Connection {
         P: Serialize + Sync,
         R: DeserializeOwned,
     {
-        let Some(client) = self.client() else {
-            let failure = self
-                .shared
-                .fault()
-                .unwrap_or_else(|| Failure::Io("the connection was already closed".into()));
-            return Err(CallError::Fatal(failure));
+        let failure = match self.client() {
+            // Failed or shut down by another caller.
+            None => Failure::Io("the connection was already closed".into()),
+            Some(client) => match tokio::time::timeout(limit, client.request(method, params)).await
+            {
+                Err(_) => Failure::Timeout(limit),
+                Ok(Ok(raw)) => {
+                    return serde_json::from_str(raw.get())
+                        .map_err(|err| CallError::BadResult(redact_quoted(&err.to_string())));
+                }
+                Ok(Err(RpcError::Remote(error))) => return Err(CallError::Remote(error)),
+                Ok(Err(RpcError::Encode(err))) => {
+                    return Err(CallError::BadResult(redact_quoted(&err.to_string())));
+                }
+                // What moat's reader saw: a protocol violation, or the end of the plugin's stdout.
+                Ok(Err(RpcError::Closed(failure))) => failure,
+            },
         };
-        match tokio::time::timeout(limit, client.request(method, params)).await {
-            Err(_) => Err(CallError::Fatal(Failure::Timeout(limit))),
-            Ok(Ok(raw)) => serde_json::from_str(raw.get())
-                .map_err(|err| CallError::BadResult(redact_quoted(&err.to_string()))),
-            Ok(Err(RpcError::Remote(error))) => Err(CallError::Remote(error)),
-            Ok(Err(RpcError::Encode(err))) => {
-                Err(CallError::BadResult(redact_quoted(&err.to_string())))
-            }
-            // What moat's receiver saw, else the plugin closed its stdout or broke the pipe.
-            Ok(Err(RpcError::Closed)) => Err(CallError::Fatal(
-                self.shared
-                    .fault()
-                    .unwrap_or(Failure::Exited(ExitReport::Unknown)),
-            )),
-        }
+        Err(CallError::Fatal(self.fail(method, failure).await))
     }
 
     /// Ends a connection that failed with `failure` during `method`: the process is stopped and
     /// reaped, then the fault is returned with the tail of its stderr. Idempotent; concurrent
-    /// callers share one teardown.
+    /// callers share one teardown. [`Connection::call`] does this itself on a fatal error.
     pub async fn fail(&self, method: &str, failure: Failure) -> PluginFault {
         let report = *self
             .ended
@@ -545,9 +552,7 @@ pub async fn handshake_with(
         .await;
     let versions = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     let problem = match answer {
-        Err(CallError::Fatal(failure)) => {
-            return Err(connection.fail(method::INITIALIZE, failure).await);
-        }
+        Err(CallError::Fatal(fault)) => return Err(fault),
         Err(CallError::Remote(error)) if error.code() == code::UNSUPPORTED_VERSION => format!(
             "it speaks none of the protocol versions moat offered ({}): {}",
             versions(&offered),

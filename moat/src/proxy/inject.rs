@@ -24,14 +24,11 @@
 //! Credentials are never put into a cleartext request: over plain `http://` only extra and removed
 //! headers apply (see [`CompiledRules::for_host`]).
 
-use std::collections::HashSet;
-
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use hyper::StatusCode;
 use hyper::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, TransformKind};
+use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, SecretSet, TransformKind};
 
 use super::glob::PathGlob;
 use super::host::{HostError, HostPattern, NamePattern};
@@ -402,67 +399,22 @@ impl CompiledRules {
         }
     }
 
-    /// Every secret value the rules hold, in the forms it may travel (a credential header value,
-    /// the token after its scheme, the password inside a Basic value, a substitution's token), for
-    /// the log's last-line redaction.
-    pub fn secrets(&self) -> Vec<String> {
-        let mut out = Vec::new();
+    /// Every secret value the rules hold (each credential header value, each substitution's
+    /// token), as the set that hides them in every form they may travel, for the log's last-line
+    /// redaction.
+    pub fn secrets(&self) -> SecretSet {
+        let mut set = SecretSet::new();
         for (_, list) in &self.credentials.entries {
             for cred in list {
                 // A value that is not visible ASCII is still a secret: never skip it.
-                let value = String::from_utf8_lossy(cred.value.as_bytes()).into_owned();
-                let value = value.as_str();
-                out.push(value.to_owned());
-                if let Some((scheme, rest)) = value.split_once(' ') {
-                    let rest = rest.trim();
-                    out.push(rest.to_owned());
-                    if scheme.eq_ignore_ascii_case("basic")
-                        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest)
-                        && let Ok(decoded) = String::from_utf8(decoded)
-                    {
-                        if let Some((_, password)) = decoded.split_once(':') {
-                            out.push(password.to_owned());
-                        }
-                        out.push(decoded);
-                    }
-                }
+                set.insert(&Secret::new(String::from_utf8_lossy(cred.value.as_bytes())));
             }
         }
         for (_, sub) in &self.substitution.entries {
-            out.push(sub.real.expose().to_owned());
+            set.insert(&sub.real);
         }
-        // The same secrets as they travel inside URLs and encoded documents.
-        let encoded: Vec<String> = out
-            .iter()
-            .filter(|secret| secret.len() >= 6)
-            .flat_map(|secret| {
-                let b64 = &base64::engine::general_purpose::STANDARD;
-                let b64url = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
-                [
-                    percent_encode(secret),
-                    b64.encode(secret),
-                    b64url.encode(secret),
-                ]
-            })
-            .collect();
-        out.extend(encoded);
-        out.sort();
-        out.dedup();
-        out
+        set
     }
-}
-
-/// `text` with every byte outside RFC 3986's unreserved set percent-encoded.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// What the injection did to one request, for the log (names and grants only).
@@ -683,44 +635,10 @@ pub(crate) fn is_text_type(content_type: &str) -> bool {
         || ct.contains("javascript")
 }
 
-/// Replaces every known secret in log text with `[REDACTED]`: the last line of defence, so that
-/// an upstream echoing a token cannot put it in `network.jsonl`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Redactor {
-    secrets: Vec<Secret>,
-}
-
-/// Secrets shorter than this are not searched for (they would redact ordinary words).
-const MIN_REDACTED_LEN: usize = 6;
-
-impl Redactor {
-    pub fn new(secrets: Vec<String>) -> Redactor {
-        let mut seen = HashSet::new();
-        let mut secrets: Vec<String> = secrets
-            .into_iter()
-            .filter(|s| s.len() >= MIN_REDACTED_LEN && seen.insert(s.clone()))
-            .collect();
-        // Longest first, so a value containing a shorter secret is redacted whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor {
-            secrets: secrets.into_iter().map(Secret::new).collect(),
-        }
-    }
-
-    /// `text` with every secret replaced; borrowed when there is none (the common case).
-    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut text = std::borrow::Cow::Borrowed(text);
-        for secret in &self.secrets {
-            if text.contains(secret.expose()) {
-                text = std::borrow::Cow::Owned(text.replace(secret.expose(), "[REDACTED]"));
-            }
-        }
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     fn cred(host: &str, header: &str, value: &str, grant: &str) -> ProxyRule {
@@ -1096,7 +1014,7 @@ mod tests {
                 real: Secret::new("tg-secret-2"),
             },
         ]);
-        let redactor = Redactor::new(rules.secrets());
+        let redactor = rules.secrets();
         let text = format!("a ghp_secret1 b {basic} c tg-secret-2 d Bearer ghp_secret1");
         let out = redactor.redact(&text);
         assert!(
@@ -1110,7 +1028,7 @@ mod tests {
             placeholder: "moat-x".into(),
             real: Secret::new("123456:tg-secret"),
         }]);
-        let redactor = Redactor::new(rules.secrets());
+        let redactor = rules.secrets();
         let b64 = base64::engine::general_purpose::STANDARD.encode("123456:tg-secret");
         let logged = format!("/bot123456%3Atg-secret/x {b64}");
         let out = redactor.redact(&logged);

@@ -33,9 +33,8 @@ use std::time::{Duration, SystemTime};
 
 use hyper::HeaderMap;
 use hyper::header::HeaderName;
+use moat_plugin_sdk::SecretSet;
 use serde::ser::{Serialize, SerializeMap as _, Serializer};
-
-use super::inject::Redactor;
 
 /// How much of each body is kept.
 pub const BODY_CAPTURE_LIMIT: usize = 8 * 1024;
@@ -44,13 +43,13 @@ pub const BODY_CAPTURE_LIMIT: usize = 8 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What a header moat injected is logged as.
-pub const REDACTED: &str = "[REDACTED]";
+pub const REDACTED: &str = SecretSet::MASK;
 
 /// A `network.jsonl` file being appended to.
 #[derive(Debug, Clone)]
 pub struct RequestLog {
     path: PathBuf,
-    lines: mpsc::Sender<(Entry, Arc<Redactor>)>,
+    lines: mpsc::Sender<(Entry, Arc<SecretSet>)>,
 }
 
 impl RequestLog {
@@ -76,7 +75,7 @@ impl RequestLog {
             use std::os::unix::fs::PermissionsExt as _;
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
-        let (lines, receiver) = mpsc::channel::<(Entry, Arc<Redactor>)>();
+        let (lines, receiver) = mpsc::channel::<(Entry, Arc<SecretSet>)>();
         let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("moat-network-log".into())
@@ -131,7 +130,7 @@ impl RequestLog {
     }
 
     /// Queues `entry`; it is redacted and serialized by the writer thread.
-    pub(crate) fn write(&self, entry: Entry, redactor: &Arc<Redactor>) {
+    pub(crate) fn write(&self, entry: Entry, redactor: &Arc<SecretSet>) {
         // Err only if the writer thread died (it logged why).
         let _ = self.lines.send((entry, Arc::clone(redactor)));
     }
@@ -139,7 +138,7 @@ impl RequestLog {
 
 fn write_line(
     out: &mut impl io::Write,
-    (entry, redactor): &(Entry, Arc<Redactor>),
+    (entry, redactor): &(Entry, Arc<SecretSet>),
 ) -> io::Result<()> {
     serde_json::to_writer(&mut *out, &Line { entry, redactor }).map_err(io::Error::other)?;
     out.write_all(b"\n")
@@ -202,7 +201,7 @@ pub(crate) fn snapshot(headers: &HeaderMap) -> HeaderMap {
 /// An entry with its run's redactor: the JSON line.
 struct Line<'a> {
     entry: &'a Entry,
-    redactor: &'a Redactor,
+    redactor: &'a SecretSet,
 }
 
 impl Serialize for Line<'_> {
@@ -284,7 +283,7 @@ fn body_text<'a>(body: &'a [u8], headers: &HeaderMap) -> Cow<'a, str> {
 struct Headers<'a> {
     headers: &'a HeaderMap,
     injected: &'a [HeaderName],
-    redactor: &'a Redactor,
+    redactor: &'a SecretSet,
 }
 
 impl Serialize for Headers<'_> {
@@ -363,8 +362,9 @@ mod tests {
 
     use super::*;
     use hyper::header::{AUTHORIZATION, HeaderValue};
+    use moat_plugin_sdk::Secret;
 
-    fn line(entry: &Entry, redactor: &Redactor) -> serde_json::Value {
+    fn line(entry: &Entry, redactor: &SecretSet) -> serde_json::Value {
         serde_json::to_value(Line { entry, redactor }).unwrap()
     }
 
@@ -385,7 +385,7 @@ mod tests {
             injected: vec![AUTHORIZATION, "x-api-key".parse().unwrap()],
             ..Entry::default()
         };
-        let value = line(&entry, &Redactor::new(vec!["supersecret".into()]));
+        let value = line(&entry, &SecretSet::from_iter([Secret::new("supersecret")]));
         assert_eq!(
             value["req_headers"],
             serde_json::json!({
@@ -403,7 +403,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("run/network.jsonl");
         let log = RequestLog::open(&path).unwrap();
-        let redactor = Arc::new(Redactor::new(vec!["supersecret".into()]));
+        let redactor = Arc::new(SecretSet::from_iter([Secret::new("supersecret")]));
         let entry = Entry {
             method: "GET".into(),
             url: "https://h/supersecret".into(),

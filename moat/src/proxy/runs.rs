@@ -13,12 +13,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use moat_plugin_sdk::ProxyRules;
+use moat_plugin_sdk::{ProxyRules, SecretSet};
 use ring::rand::SecureRandom as _;
 use tokio::sync::mpsc;
 
 use super::blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
-use super::inject::{CompiledRules, Redactor, RulesError};
+use super::inject::{CompiledRules, RulesError};
 use super::log::RequestLog;
 use super::policy::{CompiledPolicy, NetworkPolicy, PolicyError};
 
@@ -133,7 +133,7 @@ struct BlockedSink {
 pub(crate) struct RunState {
     pub rules: CompiledRules,
     pub policy: CompiledPolicy,
-    pub redactor: Arc<Redactor>,
+    pub redactor: Arc<SecretSet>,
 }
 
 impl RunState {
@@ -141,7 +141,7 @@ impl RunState {
         let rules = CompiledRules::compile(grants)?;
         let grant_hosts: Vec<&str> = grants.iter().flat_map(ProxyRules::hosts).collect();
         let policy = CompiledPolicy::compile(policy, &grant_hosts)?;
-        let redactor = Arc::new(Redactor::new(rules.secrets()));
+        let redactor = Arc::new(rules.secrets());
         Ok(RunState {
             rules,
             policy,

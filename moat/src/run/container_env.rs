@@ -13,10 +13,8 @@
 
 use moat_plugin_sdk::EnvVar;
 
-/// Where moat's CA directory is mounted read-only in the container.
-pub const CA_DIR: &str = "/etc/ssl/certs/moat-ca";
-/// The CA certificate inside [`CA_DIR`].
-pub const CA_FILE: &str = "/etc/ssl/certs/moat-ca/ca.crt";
+use crate::runtime::init::CA_FILE;
+
 /// The name the container reaches the proxy by (an extra hosts entry).
 pub const PROXY_HOST: &str = "moat-proxy";
 
@@ -193,8 +191,9 @@ pub fn parse_flag(arg: &str) -> Result<EnvVar, String> {
     let (name, value) = match arg.split_once('=') {
         Some((name, value)) => (name, value.to_owned()),
         None => {
-            let value = std::env::var(arg)
-                .map_err(|_| format!("-e {arg}: {arg} is not set on this machine; use -e {arg}=VALUE"))?;
+            let value = std::env::var(arg).map_err(|_| {
+                format!("-e {arg}: {arg} is not set on this machine; use -e {arg}=VALUE")
+            })?;
             (arg, value)
         }
     };
@@ -296,7 +295,10 @@ mod tests {
         assert!(parse_flag("1A=x").is_err());
         assert!(parse_flag("A-B=x").is_err());
         let missing = parse_flag("MOAT_TEST_SURELY_UNSET_VARIABLE").unwrap_err();
-        assert!(missing.contains("-e MOAT_TEST_SURELY_UNSET_VARIABLE=VALUE"), "{missing}");
+        assert!(
+            missing.contains("-e MOAT_TEST_SURELY_UNSET_VARIABLE=VALUE"),
+            "{missing}"
+        );
         // PATH is set wherever tests run.
         assert!(parse_flag("PATH").is_ok());
     }

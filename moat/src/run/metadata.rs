@@ -130,6 +130,10 @@ pub struct RunMetadata {
     /// What went wrong, for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The `moat run` process that owns the run (its proxy and its cleanup), so that `moat stop`
+    /// can tell a live run from one whose process died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<u32>,
     /// What providers' `run_stopped` hooks returned (e.g. a session id). Never a credential.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provider_meta: BTreeMap<String, String>,
@@ -154,6 +158,7 @@ impl RunMetadata {
             stopped_at: None,
             exit_code: None,
             error: None,
+            owner_pid: None,
             provider_meta: BTreeMap::new(),
         }
     }

@@ -313,16 +313,31 @@ mod tests {
         let mut credential = Credential::new("p", "t");
         credential.created_at = now;
         let hour = Duration::from_secs(3600);
-        assert_eq!(next_refresh(&credential, hour, now), hour, "no expiry: the interval");
+        assert_eq!(
+            next_refresh(&credential, hour, now),
+            hour,
+            "no expiry: the interval"
+        );
         credential.expires_at = Some(now + chrono::Duration::hours(10));
-        assert_eq!(next_refresh(&credential, hour, now), hour, "far expiry: the interval");
+        assert_eq!(
+            next_refresh(&credential, hour, now),
+            hour,
+            "far expiry: the interval"
+        );
         credential.expires_at = Some(now + chrono::Duration::minutes(30));
         // A fifth of 30 minutes is 6, capped at 5.
-        assert_eq!(next_refresh(&credential, hour, now), Duration::from_secs(25 * 60));
+        assert_eq!(
+            next_refresh(&credential, hour, now),
+            Duration::from_secs(25 * 60)
+        );
         credential.expires_at = Some(now + chrono::Duration::seconds(10));
         assert_eq!(next_refresh(&credential, hour, now), Duration::from_secs(8));
         credential.expires_at = Some(now - chrono::Duration::seconds(10));
-        assert_eq!(next_refresh(&credential, hour, now), Duration::ZERO, "expired: now");
+        assert_eq!(
+            next_refresh(&credential, hour, now),
+            Duration::ZERO,
+            "expired: now"
+        );
     }
 
     #[tokio::test(start_paused = true)]

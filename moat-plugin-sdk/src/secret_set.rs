@@ -1,0 +1,452 @@
+//! [`SecretSet`]: the one rule for hiding known secrets in text moat logs, keeps or shows.
+//!
+//! Every place that must keep a token out of what it writes (the proxy's request log, a plugin's
+//! stderr and `$/log`, a plugin's error messages) holds a `SecretSet` and asks it to
+//! [`redact`](SecretSet::redact). One rule means one answer to "which forms of a token are
+//! hidden", and one place to strengthen it:
+//!
+//! - the value itself, and the token after an HTTP scheme (`Bearer tok` → `tok`);
+//! - inside a `Basic` value, the decoded `user:password` and the password alone;
+//! - each of those percent-encoded (a token in a URL) and in base64, standard and URL-safe, at
+//!   each of the three byte alignments it can have inside a larger encoded document;
+//! - secrets that overlap in the text are hidden as one merged span, so hiding one never leaves a
+//!   piece of the other behind;
+//! - text that arrives in pieces goes through a [`SecretStream`], which holds back a tail that
+//!   could be the start of a secret until the next piece shows whether it is one.
+//!
+//! Values shorter than [`SecretSet::MIN_LEN`] bytes are not searched for: they would mangle
+//! ordinary words and protect nothing.
+//!
+//! [`looks_secret_key`] is the other half of the job: it judges a *name* (a metadata key, an
+//! environment variable), where the set judges values it knows.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+use crate::Secret;
+use crate::credential::META_TOKEN_SOURCE;
+
+/// Known secrets, in every form they may travel, ready to be hidden in text.
+///
+/// `Debug` shows how many secrets it holds, never one of them.
+#[derive(Clone, Default)]
+pub struct SecretSet {
+    /// What was inserted, for [`SecretSet::extend`] and deduplication.
+    secrets: Vec<Secret>,
+    /// Every form searched for: deduplicated, at least [`SecretSet::MIN_LEN`] bytes each.
+    needles: Vec<Secret>,
+    /// The byte length of the longest needle.
+    longest: usize,
+}
+
+impl SecretSet {
+    /// Values shorter than this (in bytes) are not searched for.
+    pub const MIN_LEN: usize = 6;
+
+    /// What a hidden span is replaced with.
+    pub const MASK: &'static str = "[REDACTED]";
+
+    /// An empty set: [`SecretSet::redact`] returns its input.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `secret` and its derived forms (see the module docs). Returns false if it was there
+    /// already.
+    pub fn insert(&mut self, secret: &Secret) -> bool {
+        if secret.is_empty() || self.secrets.contains(secret) {
+            return false;
+        }
+        self.secrets.push(secret.clone());
+        for needle in forms(secret.expose()) {
+            if needle.len() >= Self::MIN_LEN && !self.needles.iter().any(|n| n.expose() == needle) {
+                self.longest = self.longest.max(needle.len());
+                self.needles.push(Secret::new(needle));
+            }
+        }
+        true
+    }
+
+    /// Adds every secret of `other`.
+    pub fn extend(&mut self, other: &SecretSet) {
+        for secret in &other.secrets {
+            self.insert(secret);
+        }
+    }
+
+    /// True when nothing would be hidden.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// `text` with every span that holds a known secret (in any form) replaced by
+    /// [`SecretSet::MASK`]; borrowed when there is none, the common case.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let spans = self.spans(text);
+        if spans.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        mask(&mut out, text, &spans);
+        Cow::Owned(out)
+    }
+
+    /// True when `text` holds a known secret in any form.
+    pub fn occurs_in(&self, text: &str) -> bool {
+        self.needles
+            .iter()
+            .any(|needle| text.contains(needle.expose()))
+    }
+
+    /// A redactor for text that arrives in pieces (lines cut by a limit, body chunks).
+    pub fn stream(&self) -> SecretStream<'_> {
+        SecretStream {
+            set: self,
+            pending: String::new(),
+        }
+    }
+
+    /// The byte ranges of `text` that hold a needle, sorted, overlapping ones merged.
+    fn spans(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut found = Vec::new();
+        for needle in &self.needles {
+            let needle = needle.expose();
+            let mut from = 0;
+            while let Some(at) = text[from..].find(needle) {
+                let start = from + at;
+                found.push((start, start + needle.len()));
+                // Overlapping occurrences of the same needle count too: step one character.
+                from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        found.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
+        for (start, end) in found {
+            match merged.last_mut() {
+                Some(last) if start < last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
+}
+
+impl fmt::Debug for SecretSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretSet")
+            .field("secrets", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromIterator<Secret> for SecretSet {
+    fn from_iter<I: IntoIterator<Item = Secret>>(iter: I) -> Self {
+        let mut set = SecretSet::new();
+        for secret in iter {
+            set.insert(&secret);
+        }
+        set
+    }
+}
+
+/// Appends `text` to `out` with each of `spans` (sorted, disjoint, inside `text`) masked.
+fn mask(out: &mut String, text: &str, spans: &[(usize, usize)]) {
+    let mut at = 0;
+    for &(start, end) in spans {
+        out.push_str(&text[at..start]);
+        out.push_str(SecretSet::MASK);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+}
+
+/// Redacts text that arrives in pieces: a secret cut across two pieces is still hidden whole.
+///
+/// [`push`](SecretStream::push) returns what is safe to pass on now and holds back the end that
+/// could be the start of a secret (at most the longest form's length, less one byte);
+/// [`finish`](SecretStream::finish) returns the rest. Dropping the stream without `finish`
+/// discards what it holds: the way to cut text short without leaving the start of a secret at
+/// the cut.
+#[derive(Debug)]
+pub struct SecretStream<'s> {
+    set: &'s SecretSet,
+    pending: String,
+}
+
+impl SecretStream<'_> {
+    /// Takes the next piece; returns the redacted text that can no longer be part of a secret.
+    pub fn push(&mut self, piece: &str) -> String {
+        self.pending.push_str(piece);
+        // A secret starting before `cut` ends inside `pending`, so it is found now.
+        let mut cut = self
+            .pending
+            .len()
+            .saturating_sub(self.set.longest.saturating_sub(1));
+        while !self.pending.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let spans = self.set.spans(&self.pending);
+        // A hidden span across the cut is held back whole, with whatever may still extend it.
+        if let Some(&(start, _)) = spans.iter().find(|(s, e)| *s < cut && *e > cut) {
+            cut = start;
+        }
+        let done = spans.iter().take_while(|(_, e)| *e <= cut).count();
+        let mut out = String::with_capacity(cut);
+        mask(&mut out, &self.pending[..cut], &spans[..done]);
+        self.pending.drain(..cut);
+        out
+    }
+
+    /// The rest of the text, redacted.
+    pub fn finish(self) -> String {
+        self.set.redact(&self.pending).into_owned()
+    }
+}
+
+/// Every form `value` may travel in (see the module docs), short ones included.
+fn forms(value: &str) -> Vec<String> {
+    let mut plain = vec![value.to_owned()];
+    if let Some((scheme, rest)) = value.split_once(' ') {
+        let rest = rest.trim();
+        plain.push(rest.to_owned());
+        if scheme.eq_ignore_ascii_case("basic")
+            && let Ok(decoded) = STANDARD.decode(rest)
+            && let Ok(decoded) = String::from_utf8(decoded)
+        {
+            if let Some((_, password)) = decoded.split_once(':') {
+                plain.push(password.to_owned());
+            }
+            plain.push(decoded);
+        }
+    }
+    let mut all = plain.clone();
+    for text in plain.iter().filter(|t| t.len() >= SecretSet::MIN_LEN) {
+        all.push(percent_encode(text));
+        all.push(STANDARD.encode(text));
+        all.push(URL_SAFE_NO_PAD.encode(text));
+        for core in base64_cores(text.as_bytes()) {
+            all.push(core.replace('+', "-").replace('/', "_"));
+            all.push(core);
+        }
+    }
+    all
+}
+
+/// The base64 characters that depend on `bytes` alone when they sit at each of the three
+/// alignments inside a larger encoded document (the characters shared with neighbouring bytes,
+/// and padding, are left out).
+fn base64_cores(bytes: &[u8]) -> [String; 3] {
+    std::array::from_fn(|offset| {
+        let mut shifted = vec![0u8; offset];
+        shifted.extend_from_slice(bytes);
+        let encoded = STANDARD.encode(&shifted);
+        let start = (8 * offset).div_ceil(6);
+        let end = 8 * (offset + bytes.len()) / 6;
+        encoded[start..end.max(start)].to_owned()
+    })
+}
+
+/// `text` with every byte outside RFC 3986's unreserved set percent-encoded.
+fn percent_encode(text: &str) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// True for a name (a metadata key, an environment variable) that suggests its value is secret:
+/// it contains `token`, `secret`, `password`, `key`, `cookie`, `session`, `jwt`, `bearer`,
+/// `credential`, `private` or `client_id` (in any case), or is [`META_TOKEN_SOURCE`].
+///
+/// A heuristic on names, for values nobody declared secret; a [`SecretSet`] hides values that
+/// are known to be.
+pub fn looks_secret_key(name: &str) -> bool {
+    const SECRET_WORDS: [&str; 11] = [
+        "token",
+        "secret",
+        "password",
+        "client_id",
+        "key",
+        "cookie",
+        "session",
+        "jwt",
+        "bearer",
+        "credential",
+        "private",
+    ];
+    let name = name.to_ascii_lowercase();
+    name == META_TOKEN_SOURCE || SECRET_WORDS.iter().any(|word| name.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set<S: AsRef<str>>(secrets: &[S]) -> SecretSet {
+        secrets.iter().map(|s| Secret::new(s.as_ref())).collect()
+    }
+
+    /// Every form, through the one type: (secrets, text, what must be gone, expected output if
+    /// exact).
+    #[test]
+    fn every_form_of_a_secret_is_hidden() {
+        let basic = STANDARD.encode("x-access-token:ghp_secret1");
+        let in_doc = |prefix: &str, secret: &str| STANDARD.encode(format!("{prefix}{secret}!!"));
+        let basic_value = format!("Basic {basic}");
+        let cases: Vec<(Vec<&str>, String, Vec<String>, Option<&str>)> = vec![
+            // Raw, and nothing else touched.
+            (
+                vec!["ghp_secret1"],
+                "a ghp_secret1 b".into(),
+                vec![],
+                Some("a [REDACTED] b"),
+            ),
+            (
+                vec!["ghp_secret1"],
+                "nothing here".into(),
+                vec![],
+                Some("nothing here"),
+            ),
+            // After a scheme: the header value and the token alone.
+            (
+                vec!["Bearer ghp_secret1"],
+                "Bearer ghp_secret1 then ghp_secret1".into(),
+                vec!["ghp_secret1".into()],
+                Some("[REDACTED] then [REDACTED]"),
+            ),
+            // Basic: the encoded value, the decoded pair, the password alone.
+            (
+                vec![&basic_value],
+                format!("{basic} | x-access-token:ghp_secret1 | ghp_secret1"),
+                vec![basic.clone(), "ghp_secret1".into()],
+                Some("[REDACTED] | [REDACTED] | [REDACTED]"),
+            ),
+            // Percent-encoded in a URL.
+            (
+                vec!["123456:tg-secret"],
+                "/bot123456%3Atg-secret/getMe".into(),
+                vec!["tg-secret".into()],
+                Some("/bot[REDACTED]/getMe"),
+            ),
+            // Base64, standard and URL-safe, alone and at each alignment inside a document.
+            (
+                vec!["s3cr3t?>tok"],
+                format!(
+                    "{} {} {} {} {}",
+                    STANDARD.encode("s3cr3t?>tok"),
+                    URL_SAFE_NO_PAD.encode("s3cr3t?>tok"),
+                    in_doc("", "s3cr3t?>tok"),
+                    in_doc("a", "s3cr3t?>tok"),
+                    in_doc("ab", "s3cr3t?>tok")
+                ),
+                vec![
+                    STANDARD.encode("s3cr3t?>tok")[..12].to_string(),
+                    URL_SAFE_NO_PAD.encode("s3cr3t?>tok")[..12].to_string(),
+                    in_doc("a", "s3cr3t?>tok")[3..14].to_string(),
+                    in_doc("ab", "s3cr3t?>tok")[3..14].to_string(),
+                ],
+                None,
+            ),
+            // Overlapping secrets: one merged span, no piece of either left.
+            (
+                vec!["abcdef123", "123xyz789"],
+                "<abcdef123xyz789>".into(),
+                vec!["xyz".into(), "abc".into()],
+                Some("<[REDACTED]>"),
+            ),
+            // A secret inside a longer one: the longer is hidden whole.
+            (
+                vec!["tok-123456", "prefix-tok-123456-suffix"],
+                "prefix-tok-123456-suffix".into(),
+                vec!["suffix".into()],
+                Some("[REDACTED]"),
+            ),
+            // Overlapping occurrences of one secret.
+            (
+                vec!["abcabc"],
+                "abcabcabc".into(),
+                vec![],
+                Some("[REDACTED]"),
+            ),
+            // Too short to search for.
+            (vec!["12345"], "12345".into(), vec![], Some("12345")),
+        ];
+        for (secrets, text, gone, exact) in cases {
+            let set = set(&secrets);
+            let out = set.redact(&text);
+            for secret in secrets.iter().filter(|s| s.len() >= SecretSet::MIN_LEN) {
+                assert!(!out.contains(secret), "{secret:?} survived in {out:?}");
+            }
+            for piece in &gone {
+                assert!(
+                    !out.contains(piece.as_str()),
+                    "{piece:?} survived in {out:?}"
+                );
+            }
+            if let Some(exact) = exact {
+                assert_eq!(out, exact, "{secrets:?}");
+            }
+            assert_eq!(set.occurs_in(&text), out != text, "{secrets:?}");
+            // Cut across two pieces, at every byte: the same result.
+            for cut in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+                let mut stream = set.stream();
+                let mut streamed = stream.push(&text[..cut]);
+                streamed.push_str(&stream.push(&text[cut..]));
+                streamed.push_str(&stream.finish());
+                assert_eq!(streamed, out, "{secrets:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_dropped_early_leaves_no_start_of_a_secret() {
+        let set = set(&["tok-0123456789"]);
+        let mut stream = set.stream();
+        let line = "a line long enough to be passed on in part: tok-0123";
+        let said = stream.push(line);
+        assert!(!said.is_empty() && line.starts_with(&said), "{said:?}");
+        assert!(!said.contains("tok-"), "{said:?}");
+        drop(stream);
+        assert_eq!(SecretSet::new().stream().push("as is"), "as is");
+    }
+
+    #[test]
+    fn sets_merge_and_never_show_their_secrets() {
+        let mut a = set(&["first-secret"]);
+        assert!(!a.insert(&Secret::new("first-secret")));
+        assert!(!a.insert(&Secret::new("")));
+        a.extend(&set(&["second-secret"]));
+        assert_eq!(
+            a.redact("first-secret second-secret"),
+            "[REDACTED] [REDACTED]"
+        );
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("secret\""), "{shown}");
+        assert!(SecretSet::new().is_empty() && !a.is_empty());
+    }
+
+    #[test]
+    fn secret_looking_names() {
+        for key in [
+            "api_key",
+            "TOKEN_SOURCE",
+            "refresh_token",
+            "Client_ID",
+            "SESSION",
+        ] {
+            assert!(looks_secret_key(key), "{key}");
+        }
+        for key in ["username", "host", "scopes", "expires_at"] {
+            assert!(!looks_secret_key(key), "{key}");
+        }
+    }
+}

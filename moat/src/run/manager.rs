@@ -1,0 +1,764 @@
+//! The manager: one run from its grants to its exit code, and everything undone after it.
+//!
+//! It knows providers only through the contract: for each grant it calls `configure_proxy`
+//! (through grant resolution, before anything is created), `container_env` and `mounts`; the
+//! refresh capability while the run lasts; `run_stopped` and `cleanup` exactly once at the end. A
+//! built-in, a plugin and a test double all go through the same code, and nothing here names one.
+//!
+//! Every resource a run takes is recorded in [`Acquired`] as it is taken, and [`Acquired::release`]
+//! gives all of them back, in reverse, exactly once: after a normal exit, a Ctrl-C, a container
+//! that died or was removed, and an error half-way through creation alike.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use moat_plugin_sdk::{
+    CleanupToken, Credential, CredentialProvider, EnvVar, MountsRequest, ProviderError, ProxyRules,
+    RunStoppedContext,
+};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::audit::{AuditError, AuditEvent, AuditLog};
+use super::container_env::{ContainerEnv, Origin, PROXY_HOST, ProxyAccess};
+use super::id::RunId;
+use super::logs::{LogWriter, Stream};
+use super::metadata::{RunMetadata, RunState};
+use super::proxy_host::{InProcessProxy, ProxyHost, ProxyStartError};
+use super::refresh::{RefreshEvent, RefreshSink, RefreshTarget, Refresher};
+use super::store::{RunPaths, RunStore, RunStoreError};
+use crate::credential::CredentialStore;
+use crate::home::MoatHome;
+use crate::provider::{GrantsError, ResolvedGrant};
+use crate::proxy::{
+    Blocked, CaError, CertificateAuthority, NetworkPolicy, PolicyMode, RunSpec, RunToken,
+};
+use crate::proxy::{UpstreamConfig, UpstreamError};
+use crate::runtime::init::CA_DIR;
+use crate::runtime::progress::Progress;
+use crate::runtime::{
+    BindMount, ContainerId, ContainerSpec, ImagePlan, ImageRequest, InitOptions, InitScript,
+    NetworkSpec, OutputStream, Runtime, RuntimeError,
+};
+
+/// The container user's home (moat's init creates it when the image has none).
+pub const CONTAINER_HOME: &str = "/home/moatuser";
+/// How long a stopped container gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Where provider files for the init to copy are mounted.
+const INIT_FILES_DIR: &str = "/moat/init-files";
+
+/// What to run, fully decided (flags merged over `moat.yaml` by the CLI).
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The host folder mounted at `/workspace`.
+    pub workspace: PathBuf,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// `--name`, else `moat.yaml`'s `name`.
+    pub name: Option<String>,
+    /// `moat.yaml`'s `name`, used when `--name` is absent.
+    pub configured_name: Option<String>,
+    /// Grants already resolved (credentials loaded, rules built).
+    pub grant_names: Vec<String>,
+    /// `moat.yaml`'s `env`.
+    pub config_env: Vec<EnvVar>,
+    /// `-e` flags.
+    pub flag_env: Vec<EnvVar>,
+    /// Keep stdin open and, on a terminal, allocate a TTY.
+    pub interactive: bool,
+    /// Allocate a TTY (only with `interactive`, when stdin is a terminal).
+    pub tty: bool,
+    /// The image to run: its base and `dependencies:`.
+    pub image: ImageRequest,
+    /// The network policy.
+    pub policy: NetworkPolicy,
+    /// Extra bind mounts (`moat.yaml`'s `mounts`, resolved to absolute paths).
+    pub mounts: Vec<BindMount>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The run's id.
+    pub id: RunId,
+    /// The command's exit code (`None` when it never ran).
+    pub exit_code: Option<i64>,
+    /// Stopped by Ctrl-C or `moat stop` rather than by the command itself.
+    pub stopped: bool,
+}
+
+/// Why a run failed (the command's own non-zero exit is not a failure: see [`RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// A grant is missing or unreadable (nothing was created).
+    #[error(transparent)]
+    Grants(#[from] GrantsError),
+    /// The container engine.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Run storage.
+    #[error(transparent)]
+    Store(#[from] RunStoreError),
+    /// The run's audit log.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The proxy could not start.
+    #[error(transparent)]
+    Proxy(#[from] ProxyStartError),
+    /// The proxy's upstream settings.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// moat's CA.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The proxy refused the run's registration.
+    #[error("cannot register the run with the proxy: {0}")]
+    Register(#[from] crate::proxy::RunError),
+    /// A provider failed during setup.
+    #[error("{grant}: {error}")]
+    Provider {
+        /// The grant.
+        grant: String,
+        /// The provider's error (already scrubbed of secrets by the plugin layer).
+        error: ProviderError,
+    },
+    /// The workspace folder.
+    #[error("workspace {}: {reason}", path.display())]
+    Workspace {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file of the run could not be written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Ctrl-C before the command started.
+    #[error("interrupted before the command started")]
+    Interrupted,
+}
+
+impl RunFailure {
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RunFailure::Grants(err) => err.hint(),
+            RunFailure::Runtime(err) => err.hint(),
+            RunFailure::Store(err) => err.hint(),
+            RunFailure::Ca(err) => err.hint(),
+            RunFailure::Provider { error, .. } => error.hint.clone(),
+            RunFailure::Workspace { .. } => {
+                Some("Pass an existing folder: moat run [PATH] -- COMMAND".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where the run's progress and messages go.
+pub trait RunReporter: Send + Sync {
+    /// A status line (`Started <name> (<id>)`, `Stopping run ...`).
+    fn status(&self, line: &str);
+    /// A warning.
+    fn warn(&self, line: &str);
+    /// The proxy refused a request (once per host and reason): say what would allow it, since
+    /// clients hide a proxy's refusal ("CONNECT tunnel failed, response 407").
+    fn blocked(&self, blocked: &Blocked);
+    /// Pull and build progress.
+    fn progress(&self) -> &dyn Progress;
+}
+
+/// The terminal the command is attached to.
+pub struct RunIo {
+    /// Where the container's stdout goes.
+    pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Where the container's stderr goes.
+    pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    /// What feeds the container's stdin (interactive runs).
+    pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+}
+
+/// What the manager needs, besides the request.
+pub struct Manager {
+    /// `$MOAT_HOME`.
+    pub home: MoatHome,
+    /// Where refreshed credentials are kept (the profile's store).
+    pub credentials: Arc<CredentialStore>,
+    /// The container engine.
+    pub runtime: Arc<dyn Runtime>,
+    /// Messages for the user.
+    pub reporter: Arc<dyn RunReporter>,
+}
+
+/// Everything a run has taken so far, given back by [`Acquired::release`].
+#[derive(Default)]
+struct Acquired {
+    meta: Option<RunMetadata>,
+    paths: Option<RunPaths>,
+    proxy: Option<Box<dyn ProxyHost>>,
+    token: Option<RunToken>,
+    container: Option<ContainerId>,
+    refresher: Option<Refresher>,
+    /// `(grant, provider, cleanup token)` from `mounts`.
+    cleanups: Vec<(String, Arc<dyn CredentialProvider>, CleanupToken)>,
+    /// Grants whose `run_stopped` hook is called at the end.
+    hooks: Vec<(String, Arc<dyn CredentialProvider>)>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl Manager {
+    /// Runs `request` with `grants` (already resolved), until the command exits or `stop` turns
+    /// true. Everything the run took is given back before this returns, whatever happened.
+    pub async fn run(
+        &self,
+        request: RunRequest,
+        grants: Vec<ResolvedGrant>,
+        io: RunIo,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunOutcome, RunFailure> {
+        let started = Instant::now();
+        let workspace = check_workspace(&request.workspace)?;
+        // No engine: fail before creating anything.
+        self.runtime.ping().await?;
+
+        let runs = RunStore::new(&self.home);
+        let mut acquired = Acquired::default();
+        let result = self
+            .create_and_run(
+                &runs,
+                &workspace,
+                &request,
+                grants,
+                io,
+                &mut stop,
+                &mut acquired,
+            )
+            .await;
+        let outcome = self.release(&runs, acquired, &result).await;
+        tracing::debug!(elapsed = ?started.elapsed(), "run finished");
+        match (result, outcome) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Err(err), _) => Err(err),
+            (Ok(_), Err(err)) => Err(err),
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the steps read in order"
+    )]
+    async fn create_and_run(
+        &self,
+        runs: &RunStore,
+        workspace: &Path,
+        request: &RunRequest,
+        grants: Vec<ResolvedGrant>,
+        mut io: RunIo,
+        stop: &mut watch::Receiver<bool>,
+        acquired: &mut Acquired,
+    ) -> Result<RunOutcome, RunFailure> {
+        // The run's directory and metadata, at once, so `moat list` sees it.
+        let name = runs.pick_name(request.name.as_deref(), request.configured_name.as_deref())?;
+        let id = RunId::generate();
+        let mut meta = RunMetadata::new(id.clone(), name.clone(), workspace);
+        meta.command = request.command.clone();
+        meta.grants = grants.iter().map(|g| g.name().to_owned()).collect();
+        meta.network = request.policy.clone();
+        meta.interactive = request.interactive;
+        meta.owner_pid = Some(std::process::id());
+        let paths = runs.create(&meta)?;
+        acquired.paths = Some(paths.clone());
+        let audit = Arc::new(AuditLog::open(&paths.audit)?);
+        acquired.audit = Some(Arc::clone(&audit));
+        for grant in &grants {
+            audit_append(
+                &audit,
+                &AuditEvent::Credential {
+                    grant: grant.name().to_owned(),
+                    provider: grant.entry.info.name.clone(),
+                    source: grant.entry.source.to_string(),
+                },
+            );
+        }
+        runs.set_state(&mut meta, RunState::Starting)?;
+        acquired.meta = Some(meta);
+
+        // The image (pulled or built with progress; Ctrl-C abandons it).
+        let mut image_request = request.image.clone();
+        let strict = request.policy.policy == PolicyMode::Strict;
+        image_request.firewall = strict;
+        let plan = ImagePlan::new(&image_request)?;
+        let image = tokio::select! {
+            image = plan.ensure(self.runtime.as_ref(), self.reporter.progress()) => image?,
+            _ = wait_stop(stop) => return Err(RunFailure::Interrupted),
+        };
+        if let Some(meta) = acquired.meta.as_mut() {
+            meta.image = Some(image.clone());
+            runs.save(meta)?;
+        }
+
+        // The network, and the proxy on its host side.
+        let network = self.runtime.ensure_network(&NetworkSpec::default()).await?;
+        let ca = Arc::new(CertificateAuthority::load_or_create(&self.home)?);
+        let upstream = UpstreamConfig::from_env()?;
+        let proxy = InProcessProxy::start(
+            Arc::clone(&ca),
+            SocketAddr::new(network.gateway, 0),
+            &upstream,
+        )
+        .await?;
+        let proxy_addr = proxy.addr();
+        let proxy: Box<dyn ProxyHost> = Box::new(proxy);
+        let (blocked_tx, mut blocked_rx) = tokio::sync::mpsc::unbounded_channel();
+        let token = proxy.register(RunSpec {
+            id: id.to_string(),
+            grants: grants.iter().map(|g| g.rules.clone()).collect(),
+            policy: request.policy.clone(),
+            log: Some(paths.network.clone()),
+            blocked: Some(blocked_tx),
+        })?;
+        acquired.token = Some(token.clone());
+        acquired.proxy = Some(proxy);
+
+        // What the providers put into the container.
+        let mut env = ContainerEnv::new(Some(ProxyAccess {
+            port: proxy_addr.port(),
+            token: token.as_str(),
+        }));
+        let mut mounts = vec![
+            BindMount {
+                source: workspace.to_path_buf(),
+                target: crate::runtime::WORKSPACE.into(),
+                read_only: false,
+            },
+            BindMount {
+                source: ca.public_dir(),
+                target: CA_DIR.into(),
+                read_only: true,
+            },
+        ];
+        let files_dir = paths.dir.join("init-files");
+        let mut has_init_files = false;
+        for grant in &grants {
+            let provider = Arc::clone(&grant.entry.provider);
+            let vars = provider
+                .container_env(&grant.credential)
+                .await
+                .map_err(|error| RunFailure::Provider {
+                    grant: grant.name().to_owned(),
+                    error,
+                })?;
+            env.layer(Origin::Provider, vars);
+            let files = provider
+                .mounts(MountsRequest {
+                    credential: grant.credential.clone(),
+                    container_home: CONTAINER_HOME.into(),
+                })
+                .await
+                .map_err(|error| RunFailure::Provider {
+                    grant: grant.name().to_owned(),
+                    error,
+                })?;
+            if let Some(cleanup) = files.cleanup {
+                acquired
+                    .cleanups
+                    .push((grant.name().to_owned(), Arc::clone(&provider), cleanup));
+            }
+            for mount in files.mounts {
+                mounts.push(BindMount {
+                    source: mount.source,
+                    target: mount.target.display().to_string(),
+                    read_only: mount.read_only,
+                });
+            }
+            for file in files.init_files {
+                stage_init_file(&files_dir, &file.path, &file.content)?;
+                has_init_files = true;
+            }
+            if provider.as_run_stopped().is_some() {
+                acquired.hooks.push((grant.name().to_owned(), provider));
+            }
+        }
+        if has_init_files {
+            mounts.push(BindMount {
+                source: files_dir,
+                target: INIT_FILES_DIR.into(),
+                read_only: true,
+            });
+        }
+        env.layer(Origin::Config, request.config_env.clone());
+        env.layer(Origin::Flag, request.flag_env.clone());
+        for warning in &env.warnings {
+            self.reporter.warn(warning);
+        }
+        if request.tty {
+            env.set_own("TERM", "xterm-256color");
+        }
+        mounts.extend(request.mounts.iter().cloned());
+
+        // The container: moat's init (mounted) starts as root, trusts the CA, sets the firewall
+        // under the strict policy, and drops to the workspace's owner.
+        let init = InitScript::install(&self.home.root().join("runtime"))?;
+        let mut spec = ContainerSpec::new(id.as_str(), image.clone(), request.command.clone());
+        spec.labels.insert("moat.run".into(), id.to_string());
+        spec.labels.insert("moat.managed".into(), "true".into());
+        spec.env = env.to_pairs().into_iter().collect::<BTreeMap<_, _>>();
+        spec.mounts = mounts;
+        spec.network = Some(network.name.clone());
+        spec.extra_hosts.push((PROXY_HOST.into(), network.gateway));
+        spec.tty = request.tty;
+        spec.open_stdin = request.interactive;
+        let mut options = InitOptions::owner_of(workspace)?;
+        options.firewall = strict.then_some(proxy_addr);
+        init.apply(&mut spec, &options);
+        let container = self.runtime.create(&spec).await?;
+        acquired.container = Some(container.clone());
+        audit_append(
+            &audit,
+            &AuditEvent::Container {
+                action: "created".into(),
+                id: container.0.clone(),
+                image: image.clone(),
+            },
+        );
+        if let Some(meta) = acquired.meta.as_mut() {
+            meta.container_id = Some(container.0.clone());
+            runs.save(meta)?;
+        }
+
+        // Attach before start, so no output is lost.
+        let attached = self.runtime.attach(&container, request.interactive).await?;
+        let logs = LogWriter::open(&paths.logs).map_err(|source| RunFailure::Io {
+            path: paths.logs.clone(),
+            source,
+        })?;
+        if *stop.borrow() {
+            return Err(RunFailure::Interrupted);
+        }
+        self.runtime.start(&container).await?;
+        if let Some(meta) = acquired.meta.as_mut() {
+            runs.set_state(meta, RunState::Running)?;
+        }
+        self.reporter.status(&format!("Started {name} ({id})"));
+
+        // While it runs: refresh, output, stdin.
+        let sink = Arc::new(ProxySink {
+            proxy_rules: Mutex::new(None),
+            credentials: Arc::clone(&self.credentials),
+            reporter: Arc::clone(&self.reporter),
+        });
+        let targets = grants
+            .iter()
+            .map(|grant| RefreshTarget {
+                grant: grant.name().to_owned(),
+                provider: Arc::clone(&grant.entry.provider),
+                credential: grant.credential.clone(),
+                rules: grant.rules.clone(),
+            })
+            .collect();
+        // The sink swaps rules through the proxy host, which `acquired` owns; it reaches it by a
+        // channel so that the refresher holds no borrow of it.
+        let (rules_tx, mut rules_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ProxyRules>>();
+        *sink.proxy_rules.lock().expect("not poisoned") = Some(rules_tx);
+        acquired.refresher = Some(Refresher::start(targets, sink));
+
+        let output = pump_output(attached.output, logs, io.stdout, io.stderr);
+        let output = tokio::spawn(output);
+        let stdin_task = match (attached.stdin, io.stdin.take()) {
+            (Some(mut container_stdin), Some(mut host_stdin)) => Some(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut host_stdin, &mut container_stdin).await;
+                let _ = container_stdin.shutdown().await;
+            })),
+            _ => None,
+        };
+
+        let mut stopped = false;
+        let wait = self.runtime.wait(&container);
+        tokio::pin!(wait);
+        let exit = loop {
+            tokio::select! {
+                exit = &mut wait => break exit,
+                Some(blocked) = blocked_rx.recv() => {
+                    self.reporter.blocked(&blocked);
+                    audit_append(&audit, &AuditEvent::Policy {
+                        host: blocked.host.clone(),
+                        method: blocked.method.clone(),
+                        path: blocked.path.clone(),
+                        reason: blocked.reason.to_string(),
+                    });
+                }
+                Some(rules) = rules_rx.recv() => {
+                    if let (Some(proxy), Some(token)) = (acquired.proxy.as_ref(), acquired.token.as_ref()) {
+                        if let Err(err) = proxy.replace_rules(token, rules) {
+                            self.reporter.warn(&format!("cannot swap the refreshed rules: {err}"));
+                        }
+                    }
+                }
+                _ = wait_stop(stop), if !stopped => {
+                    stopped = true;
+                    self.reporter.status(&format!("Stopping run {id}..."));
+                    if let Some(meta) = acquired.meta.as_mut() {
+                        let _ = runs.set_state(meta, RunState::Stopping);
+                    }
+                    if let Err(err) = self.runtime.stop(&container, STOP_GRACE).await {
+                        self.reporter.warn(&format!("cannot stop the container: {err}"));
+                    }
+                }
+            }
+        };
+        if let Some(task) = stdin_task {
+            task.abort();
+        }
+        // The output ends when the container's streams close, right after it exits.
+        match tokio::time::timeout(Duration::from_secs(5), output).await {
+            Ok(Ok(Err(err))) => self.reporter.warn(&format!("output: {err}")),
+            Ok(_) => {}
+            Err(_) => self
+                .reporter
+                .warn("the container's output did not end; stopped reading it"),
+        }
+        let code = exit?;
+        // `moat stop` from another process marks the run `stopping` before stopping it.
+        let stopped_elsewhere = runs
+            .load(&id)
+            .map(|saved| saved.state() == RunState::Stopping)
+            .unwrap_or(false);
+        if stopped_elsewhere && let Some(meta) = acquired.meta.as_mut() {
+            let _ = meta.transition(RunState::Stopping);
+        }
+        audit_append(
+            &audit,
+            &AuditEvent::Exec {
+                command: request.command.clone(),
+                exit_code: Some(code),
+            },
+        );
+        if let Some(meta) = acquired.meta.as_mut() {
+            meta.exit_code = Some(code);
+        }
+        Ok(RunOutcome {
+            id,
+            exit_code: Some(code),
+            stopped: stopped || stopped_elsewhere,
+        })
+    }
+
+    /// Gives back everything in `acquired`, in reverse order of taking, and records how the run
+    /// ended. Each step runs even when an earlier one failed.
+    async fn release(
+        &self,
+        runs: &RunStore,
+        mut acquired: Acquired,
+        result: &Result<RunOutcome, RunFailure>,
+    ) -> Result<(), RunFailure> {
+        if let Some(refresher) = acquired.refresher.take() {
+            refresher.stop().await;
+        }
+        let mut provider_meta = BTreeMap::new();
+        if let Some(meta) = acquired.meta.as_ref() {
+            for (grant, provider) in &acquired.hooks {
+                let Some(hook) = provider.as_run_stopped() else {
+                    continue;
+                };
+                let context = RunStoppedContext {
+                    run_id: meta.id.to_string(),
+                    workspace: meta.workspace.clone(),
+                    started_at: meta.started_at.unwrap_or(meta.created_at),
+                    exit_code: meta.exit_code.and_then(|code| i32::try_from(code).ok()),
+                };
+                match hook.run_stopped(context).await {
+                    Ok(values) => provider_meta.extend(values),
+                    Err(err) => self.reporter.warn(&format!("{grant}: run_stopped: {err}")),
+                }
+            }
+        }
+        for (grant, provider, token) in acquired.cleanups.drain(..).rev() {
+            if let Err(err) = provider.cleanup(token).await {
+                self.reporter.warn(&format!("{grant}: cleanup: {err}"));
+            }
+        }
+        if let Some(container) = acquired.container.take() {
+            if let Err(err) = self.runtime.remove(&container).await {
+                self.reporter
+                    .warn(&format!("cannot remove container {container}: {err}"));
+            }
+        }
+        if let Some(proxy) = acquired.proxy.take() {
+            if let Some(token) = acquired.token.take() {
+                proxy.remove(&token);
+            }
+            proxy.shutdown().await;
+        }
+        let Some(mut meta) = acquired.meta.take() else {
+            return Ok(());
+        };
+        meta.provider_meta.extend(provider_meta);
+        match result {
+            Ok(outcome) if outcome.stopped || outcome.exit_code == Some(0) => {
+                if meta.state() == RunState::Running {
+                    let _ = meta.transition(RunState::Stopping);
+                }
+                let _ = meta.transition(RunState::Stopped);
+            }
+            Ok(outcome) => {
+                let code = outcome.exit_code.unwrap_or(-1);
+                let _ = meta.fail(format!("exit code {code}"));
+            }
+            Err(err) => {
+                let _ = meta.fail(err.to_string());
+            }
+        }
+        runs.save(&meta)?;
+        Ok(())
+    }
+}
+
+/// Refreshed rules reach the proxy through a channel the run loop drains; refreshed credentials
+/// go to the store; events to the user.
+struct ProxySink {
+    proxy_rules: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Vec<ProxyRules>>>>,
+    credentials: Arc<CredentialStore>,
+    reporter: Arc<dyn RunReporter>,
+}
+
+impl RefreshSink for ProxySink {
+    fn apply_rules(&self, rules: Vec<ProxyRules>) {
+        if let Some(tx) = self.proxy_rules.lock().expect("not poisoned").as_ref() {
+            let _ = tx.send(rules);
+        }
+    }
+
+    fn store(&self, grant: &str, credential: &Credential) {
+        if let Err(err) = self.credentials.save(grant, credential) {
+            self.reporter.warn(&format!(
+                "{grant}: cannot store the refreshed credential: {err}"
+            ));
+        }
+    }
+
+    fn report(&self, event: RefreshEvent) {
+        match event {
+            RefreshEvent::Refreshed { grant, .. } => {
+                tracing::info!(%grant, "credential refreshed");
+            }
+            RefreshEvent::Failed {
+                grant,
+                error,
+                expires_at,
+                retry_in,
+            } => {
+                let until = expires_at
+                    .map(|at| format!(" until it expires at {}", at.format("%H:%M:%S UTC")))
+                    .unwrap_or_default();
+                self.reporter.warn(&format!(
+                    "{grant}: refresh failed: {error}; the current credential stays in use{until}; \
+                     retrying in {}s",
+                    retry_in.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// Copies the container's output to the terminal and `logs.jsonl` as it arrives.
+async fn pump_output(
+    mut output: crate::runtime::OutputStreamBox,
+    mut logs: LogWriter,
+    mut stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    mut stderr: Box<dyn AsyncWrite + Send + Unpin>,
+) -> Result<(), String> {
+    let mut failure = None;
+    while let Some(chunk) = output.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                failure = Some(err.to_string());
+                break;
+            }
+        };
+        let (stream, writer) = match chunk.stream {
+            OutputStream::Stdout => (Stream::Stdout, &mut stdout),
+            OutputStream::Stderr => (Stream::Stderr, &mut stderr),
+        };
+        // A closed terminal (moat's output piped into `head`) must not stop the log.
+        let _ = writer.write_all(&chunk.bytes).await;
+        let _ = writer.flush().await;
+        if let Err(err) = logs.write(stream, &chunk.bytes) {
+            failure.get_or_insert(format!("logs.jsonl: {err}"));
+        }
+    }
+    if let Err(err) = logs.close() {
+        failure.get_or_insert(format!("logs.jsonl: {err}"));
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn audit_append(audit: &AuditLog, event: &AuditEvent) {
+    if let Err(err) = audit.append(event) {
+        tracing::warn!(%err, "cannot append to the audit log");
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone, which never happens while a run is
+/// driven by the CLI).
+async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stopped| *stopped).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The workspace as an absolute, existing folder.
+fn check_workspace(path: &Path) -> Result<PathBuf, RunFailure> {
+    let absolute = std::fs::canonicalize(path).map_err(|err| RunFailure::Workspace {
+        path: path.to_path_buf(),
+        reason: match err.kind() {
+            std::io::ErrorKind::NotFound => "no such folder".into(),
+            _ => err.to_string(),
+        },
+    })?;
+    if !absolute.is_dir() {
+        return Err(RunFailure::Workspace {
+            path: path.to_path_buf(),
+            reason: "not a folder".into(),
+        });
+    }
+    Ok(absolute)
+}
+
+/// Writes a provider's init file under `dir`, at its path relative to the container's home.
+fn stage_init_file(dir: &Path, path: &Path, content: &str) -> Result<(), RunFailure> {
+    let relative = path
+        .strip_prefix(CONTAINER_HOME)
+        .ok()
+        .filter(|rel| {
+            rel.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .ok_or_else(|| RunFailure::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("init files must be under {CONTAINER_HOME}"),
+            ),
+        })?;
+    let target = dir.join(relative);
+    let io = |source| RunFailure::Io {
+        path: target.clone(),
+        source,
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    crate::home::atomic_write(&target, content.as_bytes(), 0o644).map_err(io)?;
+    Ok(())
+}
