@@ -281,11 +281,11 @@ fn an_image_that_cannot_be_pulled_fails_with_what_to_do_and_leaves_nothing() {
     let Some((mut env, _upstream)) = github_env("run_no_image") else {
         return;
     };
-    env.set("MOAT_BASE_IMAGE", "moat-test/never-built:1");
+    env.set("MOAT_BASE_IMAGE", "127.0.0.1:9/moat-test/never-built:1");
     let out = moat_run(&env, &["--", "true"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("moat-test/never-built:1"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9/moat-test/never-built:1"), "{stderr}");
     assert!(stderr.contains("base-image.sh"), "{stderr}");
     let run = &runs(&env)[0];
     assert_eq!(run["state"], "failed", "{run}");

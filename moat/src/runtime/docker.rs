@@ -425,6 +425,10 @@ impl Runtime for DockerRuntime {
             ),
             network_mode: spec.network.clone(),
             cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            // The engine's init (tini) is PID 1: it passes SIGTERM on to the command, which as PID
+            // 1 itself would ignore it (no handler) and be killed only after the grace period,
+            // and it reaps the command's orphans.
+            init: Some(true),
             ..Default::default()
         };
         let body = ContainerCreateBody {
