@@ -382,15 +382,23 @@ fn de_network<'de, D: Deserializer<'de>>(de: D) -> Result<NetworkPolicy, D::Erro
 }
 
 fn de_allow<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
-    let hosts = Vec::<String>::deserialize(de)?;
-    for host in &hosts {
-        policy::validate(&NetworkPolicy {
-            allow: vec![host.clone()],
-            ..NetworkPolicy::default()
-        })
-        .map_err(de::Error::custom)?;
+    /// One host pattern, checked where it is written.
+    struct Host(String);
+    impl<'de> Deserialize<'de> for Host {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            let host = String::deserialize(de)?;
+            policy::validate(&NetworkPolicy {
+                allow: vec![host.clone()],
+                ..NetworkPolicy::default()
+            })
+            .map_err(de::Error::custom)?;
+            Ok(Host(host))
+        }
     }
-    Ok(hosts)
+    Ok(Vec::<Host>::deserialize(de)?
+        .into_iter()
+        .map(|h| h.0)
+        .collect())
 }
 
 fn de_ports<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<u16>, D::Error> {

@@ -221,7 +221,16 @@ fn bad_files_say_where_and_what() {
             "network.rules[0]",
             &["HOST allow|deny METHOD /glob"],
         ),
-        ("network:\n  allow: [\"a b\"]\n", 2, 0, "network.allow", &[]),
+        (
+            "network:\n  allow: [ok.com, \"a b\"]\n",
+            2,
+            0,
+            "network.allow[1]",
+            &[
+                "invalid host pattern \"a b\"",
+                "`network.allow` takes a list of host patterns",
+            ],
+        ),
         (
             "network: strict\n",
             1,

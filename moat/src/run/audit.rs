@@ -436,22 +436,20 @@ impl AuditLog {
                 io(err)
             }
         })?;
-        let (seq, last_hash) = if file.metadata().map_err(io)?.len() == 0 {
-            write_head(path, 0, "").map_err(io)?;
-            (0, String::new())
-        } else {
-            let verification = verify(path).map_err(io)?;
-            if let Some(tamper) = verification.tamper {
-                return Err(AuditError::Tampered {
-                    path: path.to_path_buf(),
-                    tamper,
-                });
+        // An empty log is verified too: its head may say entries were there.
+        let verification = verify(path).map_err(io)?;
+        if let Some(tamper) = verification.tamper {
+            return Err(AuditError::Tampered {
+                path: path.to_path_buf(),
+                tamper,
+            });
+        }
+        let (seq, last_hash) = match verification.entries.last() {
+            Some(last) => (last.seq, last.hash.clone()),
+            None => {
+                write_head(path, 0, "").map_err(io)?;
+                (0, String::new())
             }
-            let last = verification
-                .entries
-                .last()
-                .expect("a non-empty verified log");
-            (last.seq, last.hash.clone())
         };
         Ok(AuditLog {
             path: path.to_path_buf(),

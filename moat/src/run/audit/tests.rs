@@ -239,6 +239,12 @@ fn tampering_is_found_with_the_first_bad_seq() {
             "audit.head is missing",
         ),
         (
+            "every line removed",
+            |_, l| l.clear(),
+            1,
+            "the log ends at entry 0 but its head says 4",
+        ),
+        (
             "head garbled",
             |p, _| fs::write(head_path(p), "{").unwrap(),
             5,
