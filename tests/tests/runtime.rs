@@ -779,3 +779,111 @@ async fn the_init_script_mount_works_on_an_image_moat_did_not_build() {
     assert!(matches!(h.rt.remove(&id).await, Ok(())));
     assert!(Path::new(h.init.host_dir()).is_dir());
 }
+
+#[tokio::test]
+async fn a_docker_context_in_a_temporary_home_reaches_the_engine() {
+    if !docker::available("a_docker_context_in_a_temporary_home") {
+        return;
+    }
+    // The context points where the CLI's own endpoint is (this machine's engine); HOME is a
+    // temporary directory, so nothing of the developer's Docker configuration is used.
+    let out = docker::docker(&[
+        "context",
+        "inspect",
+        "--format",
+        "{{.Endpoints.docker.Host}}",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let host = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join(".docker");
+    let name = "moat-test-context";
+    let hex: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(name.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let meta = config.join("contexts/meta").join(hex);
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("meta.json"),
+        serde_json::json!({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host}}})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        serde_json::json!({"currentContext": name}).to_string(),
+    )
+    .unwrap();
+    let endpoint = moat::runtime::Endpoint::resolve(|var| match var {
+        "HOME" => Some(home.path().as_os_str().to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(endpoint.host, host);
+    assert_eq!(
+        endpoint.origin,
+        moat::runtime::EndpointOrigin::Context {
+            name: name.into(),
+            from_env: false
+        }
+    );
+    let rt = DockerRuntime::connect_to(endpoint).await.unwrap();
+    rt.ping().await.unwrap();
+    assert_eq!(rt.name(), "docker");
+}
+
+#[tokio::test]
+async fn a_build_spec_sends_its_context_files() {
+    let Some(h) = Harness::new("a_build_spec_sends_its_context_files").await else {
+        return;
+    };
+    let tag = format!("moat-test/context:{}", h.label.id());
+    let spec = moat::runtime::BuildSpec {
+        tag: tag.clone(),
+        dockerfile: format!(
+            "FROM {}\nCOPY greeting.txt nested/ /opt/moat-test/\n",
+            h.image
+        ),
+        files: [
+            (
+                "greeting.txt".to_owned(),
+                b"hello from the context\n".to_vec(),
+            ),
+            ("nested/inner.txt".to_owned(), b"inner\n".to_vec()),
+        ]
+        .into(),
+        labels: [h.label.pair()].into(),
+        base: Some(h.image.clone()),
+    };
+    let progress = RecordingProgress::new();
+    h.rt.build_image(&spec, &progress).await.unwrap();
+    assert!(h.rt.image_exists(&tag).await.unwrap());
+    assert!(
+        progress
+            .lines()
+            .iter()
+            .any(|l| l.contains("COPY greeting.txt")),
+        "{:?}",
+        progress.lines()
+    );
+    let mut run = h.spec(
+        &[
+            "cat",
+            "/opt/moat-test/greeting.txt",
+            "/opt/moat-test/inner.txt",
+        ],
+        UID,
+        GID,
+    );
+    run.image = tag;
+    let ran = h.run(&run).await;
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, "hello from the context\ninner\n"),
+        "{ran:?}"
+    );
+}
