@@ -507,6 +507,26 @@ async fn stdin_is_written_and_a_tty_is_resized() {
     assert!(text.contains("33 101"), "{text:?}");
     assert!(text.contains("got=go"), "{text:?}");
     h.rt.remove(&id).await.unwrap();
+
+    // TTY output is raw: bytes that look like a multiplexing header pass through untouched.
+    let mut spec = h.spec(
+        &["printf", r"\001\000\000\000\377\377\377\377hello\n"],
+        UID,
+        GID,
+    );
+    spec.tty = true;
+    let id = h.rt.create(&spec).await.unwrap();
+    let mut attached = h.rt.attach(&id, false).await.unwrap();
+    assert!(attached.stdin.is_none());
+    h.rt.start(&id).await.unwrap();
+    let bytes: Vec<u8> = drain(&mut attached)
+        .await
+        .into_iter()
+        .flat_map(|(_, b)| b)
+        .collect();
+    assert_eq!(h.rt.wait(&id).await.unwrap(), 0);
+    assert_eq!(bytes, b"\x01\x00\x00\x00\xff\xff\xff\xffhello\r\n");
+    h.rt.remove(&id).await.unwrap();
 }
 
 #[tokio::test]

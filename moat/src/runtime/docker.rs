@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,12 +28,14 @@ use bollard::query_parameters::{
     RemoveContainerOptions, ResizeContainerTTYOptions, StopContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
+use tokio::io::AsyncWrite;
 
 use super::connect::Endpoint;
 use super::error::RuntimeError;
 use super::image::BuildSpec;
 use super::network::{self, NetworkInfo, NetworkSpec};
 use super::progress::{Progress, ProgressEvent};
+use super::tty::{self, AttachFailure};
 use super::{
     Attached, ContainerId, ContainerSpec, ContainerStatus, OutputChunk, OutputStream, Runtime,
 };
@@ -164,6 +167,50 @@ impl DockerRuntime {
             .collect();
         found.sort();
         Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+impl DockerRuntime {
+    /// Attach to a TTY container with bytes passed through untouched ([`super::tty`]).
+    async fn attach_tty(&self, id: &ContainerId, stdin: bool) -> Result<Attached, RuntimeError> {
+        let unreachable = |e: std::io::Error| RuntimeError::EngineUnreachable {
+            endpoint: self.endpoint.host.clone(),
+            origin: self.endpoint.origin.to_string(),
+            cause: e.to_string(),
+        };
+        let conn = tty::connect(&self.endpoint.host)
+            .await
+            .map_err(unreachable)?;
+        let version = self.docker.client_version().to_string();
+        let (conn, first) = tty::attach(conn, &version, &id.0, stdin)
+            .await
+            .map_err(|failure| match failure {
+                AttachFailure::Io(e) => unreachable(e),
+                AttachFailure::Status(404, _) => RuntimeError::ContainerGone { id: id.0.clone() },
+                AttachFailure::Status(_, message) => RuntimeError::Engine {
+                    action: format!("attach to container {id}"),
+                    message,
+                },
+            })?;
+        let (read, write) = tokio::io::split(conn);
+        let action = format!("read output of container {id}");
+        let output = tty::byte_stream(first, read).map(move |chunk| {
+            chunk
+                .map(|bytes| OutputChunk {
+                    stream: OutputStream::Stdout,
+                    bytes,
+                })
+                .map_err(|e| RuntimeError::Engine {
+                    action: action.clone(),
+                    message: e.to_string(),
+                })
+        });
+        let stdin: Option<Pin<Box<dyn AsyncWrite + Send>>> =
+            if stdin { Some(Box::pin(write)) } else { None };
+        Ok(Attached {
+            output: Box::pin(output),
+            stdin,
+        })
     }
 }
 
@@ -474,6 +521,14 @@ impl Runtime for DockerRuntime {
     }
 
     async fn attach(&self, id: &ContainerId, stdin: bool) -> Result<Attached, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(&id.0, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.container_error("attach to", id, e))?;
+        if inspect.config.and_then(|c| c.tty).unwrap_or(false) {
+            return self.attach_tty(id, stdin).await;
+        }
         let options = AttachContainerOptions {
             stream: true,
             stdin,

@@ -11,7 +11,9 @@
 //! - [`image`]: which image to run, and the generated Dockerfile for `dependencies:`;
 //! - [`init`]: the init script moat mounts (not bakes) into every container: CA trust, the
 //!   strict-policy firewall, dropping root to the workspace owner;
-//! - [`progress`]: where pull and build progress goes.
+//! - [`progress`]: where pull and build progress goes;
+//! - `tty`: attaching to a TTY container with its bytes untouched (bollard's demuxer can eat
+//!   them).
 //!
 //! A run, as the manager drives it:
 //!
@@ -48,6 +50,7 @@ pub mod image;
 pub mod init;
 pub mod network;
 pub mod progress;
+mod tty;
 
 use std::collections::BTreeMap;
 use std::fmt;
