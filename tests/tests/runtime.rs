@@ -604,7 +604,27 @@ async fn kill_stop_wait_remove_and_a_container_removed_under_us() {
     let first = h.rt.create(&spec).await.unwrap();
     let err = h.rt.create(&spec).await.unwrap_err();
     assert!(matches!(err, RuntimeError::NameInUse { .. }), "{err}");
+
+    // Listing by label finds it, with moat's own label.
+    let (key, value) = h.label.pair();
+    let listed = h.rt.list(&format!("{key}={value}")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, first);
+    assert_eq!(listed[0].name, spec.name);
+    assert_eq!(
+        (listed[0].running, listed[0].state.as_str()),
+        (false, "created")
+    );
+    assert_eq!(listed[0].labels["moat.managed"], "true");
+    let managed = h.rt.list("moat.managed=true").await.unwrap();
+    assert!(managed.iter().any(|c| c.id == first), "{managed:?}");
     h.rt.remove(&first).await.unwrap();
+    assert!(
+        h.rt.list(&format!("{key}={value}"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(h.label.leftovers().is_empty(), "{:?}", h.label.leftovers());
 }
 

@@ -75,6 +75,10 @@ pub use progress::{Progress, ProgressEvent};
 /// The working directory of every container: the workspace is mounted here.
 pub const WORKSPACE: &str = "/workspace";
 
+/// The label on everything moat creates (containers, the network, generated images), value
+/// `true`.
+pub const MANAGED_LABEL: &str = "moat.managed";
+
 /// A container's id as the engine knows it (or its name: the engine accepts both).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerId(pub String);
@@ -110,7 +114,8 @@ pub struct ContainerSpec {
     pub name: String,
     /// Image reference.
     pub image: String,
-    /// Labels (`moat.run=<id>`, `moat.managed=true`, ...).
+    /// Labels; [`ContainerSpec::new`] sets `moat.managed=true`, so [`Runtime::list`] finds every
+    /// container moat made.
     pub labels: BTreeMap<String, String>,
     /// Replaces the image's entrypoint; `None` keeps it.
     pub entrypoint: Option<Vec<String>>,
@@ -148,7 +153,7 @@ impl ContainerSpec {
         ContainerSpec {
             name: name.into(),
             image: image.into(),
-            labels: BTreeMap::new(),
+            labels: BTreeMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())]),
             entrypoint: None,
             cmd: cmd.into_iter().map(Into::into).collect(),
             env: BTreeMap::new(),
@@ -183,6 +188,13 @@ impl fmt::Debug for ContainerSpec {
             .field("open_stdin", &self.open_stdin)
             .finish()
     }
+}
+
+/// Labels as the engine API types want them.
+pub(crate) fn label_map(
+    labels: &BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Formats env as `{NAME=<redacted>, ...}`.
@@ -311,6 +323,25 @@ pub trait Runtime: Send + Sync {
 
     /// The container's state.
     async fn inspect(&self, id: &ContainerId) -> Result<ContainerStatus, RuntimeError>;
+
+    /// Containers, running or not, carrying `label` (`key` or `key=value`), e.g.
+    /// `moat.managed=true` to find what earlier runs left behind.
+    async fn list(&self, label: &str) -> Result<Vec<ContainerSummary>, RuntimeError>;
+}
+
+/// One container from [`Runtime::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// The engine's id.
+    pub id: ContainerId,
+    /// Its name, without Docker's leading `/`.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Running now.
+    pub running: bool,
+    /// The engine's state word: `created`, `running`, `exited`, ...
+    pub state: String,
 }
 
 #[cfg(test)]
