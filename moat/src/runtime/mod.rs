@@ -15,7 +15,11 @@
 //! - `tty`: attaching to a TTY container with its bytes untouched (bollard's demuxer can eat
 //!   them).
 //!
-//! A run, as the manager drives it:
+//! A run, as the manager drives it (the proxy listens on `network.gateway`, which
+//! [`NetworkInfo::gateway_is_local`] checks is possible; the CA directory is mounted with
+//! [`init::mount_ca`]). Every call is cancel-safe in the sense that dropping its future (Ctrl-C)
+//! leaves nothing half-done on moat's side: a dropped build or pull closes its connection and the
+//! engine stops it; a created container stays until [`Runtime::remove`], which cleanup calls.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), moat::runtime::RuntimeError> {
