@@ -283,6 +283,29 @@ async fn the_shared_network_reaches_the_gateway_and_nothing_outside() {
     assert!(!outside.starts_with("open"), "no way out:\n{stdout}");
     // What the strict policy's firewall is for: a host service on 0.0.0.0 is reachable.
     assert_eq!(any, "open:any", "measured on this engine:\n{stdout}");
+
+    // For the record (not a timed assertion): a whole `true` through moat's runtime and init
+    // on this network, against `docker run --rm` of the same image.
+    let mut ours = Duration::ZERO;
+    let mut theirs = Duration::ZERO;
+    for _ in 0..3 {
+        let mut spec = h.spec(&["true"], UID, GID);
+        spec.network = Some(network.name.clone());
+        spec.extra_hosts.push(("moat-proxy".into(), gateway));
+        let started = Instant::now();
+        assert_eq!(h.run(&spec).await.code, 0);
+        ours += started.elapsed();
+        let label = format!("{}={}", h.label.pair().0, h.label.id());
+        let started = Instant::now();
+        let out = docker::docker(&["run", "--rm", "--label", &label, &h.image, "true"]);
+        theirs += started.elapsed();
+        assert!(out.status.success(), "{out:?}");
+    }
+    eprintln!(
+        "measured: `true` through the runtime and init {:?} per run, `docker run --rm` {:?}",
+        ours / 3,
+        theirs / 3
+    );
 }
 
 #[tokio::test]
@@ -484,6 +507,26 @@ async fn stdin_is_written_and_a_tty_is_resized() {
     assert!(text.contains("33 101"), "{text:?}");
     assert!(text.contains("got=go"), "{text:?}");
     h.rt.remove(&id).await.unwrap();
+
+    // TTY output is raw: bytes that look like a multiplexing header pass through untouched.
+    let mut spec = h.spec(
+        &["printf", r"\001\000\000\000\377\377\377\377hello\n"],
+        UID,
+        GID,
+    );
+    spec.tty = true;
+    let id = h.rt.create(&spec).await.unwrap();
+    let mut attached = h.rt.attach(&id, false).await.unwrap();
+    assert!(attached.stdin.is_none());
+    h.rt.start(&id).await.unwrap();
+    let bytes: Vec<u8> = drain(&mut attached)
+        .await
+        .into_iter()
+        .flat_map(|(_, b)| b)
+        .collect();
+    assert_eq!(h.rt.wait(&id).await.unwrap(), 0);
+    assert_eq!(bytes, b"\x01\x00\x00\x00\xff\xff\xff\xffhello\r\n");
+    h.rt.remove(&id).await.unwrap();
 }
 
 #[tokio::test]
@@ -561,7 +604,27 @@ async fn kill_stop_wait_remove_and_a_container_removed_under_us() {
     let first = h.rt.create(&spec).await.unwrap();
     let err = h.rt.create(&spec).await.unwrap_err();
     assert!(matches!(err, RuntimeError::NameInUse { .. }), "{err}");
+
+    // Listing by label finds it, with moat's own label.
+    let (key, value) = h.label.pair();
+    let listed = h.rt.list(&format!("{key}={value}")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, first);
+    assert_eq!(listed[0].name, spec.name);
+    assert_eq!(
+        (listed[0].running, listed[0].state.as_str()),
+        (false, "created")
+    );
+    assert_eq!(listed[0].labels["moat.managed"], "true");
+    let managed = h.rt.list("moat.managed=true").await.unwrap();
+    assert!(managed.iter().any(|c| c.id == first), "{managed:?}");
     h.rt.remove(&first).await.unwrap();
+    assert!(
+        h.rt.list(&format!("{key}={value}"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(h.label.leftovers().is_empty(), "{:?}", h.label.leftovers());
 }
 
@@ -778,4 +841,112 @@ async fn the_init_script_mount_works_on_an_image_moat_did_not_build() {
     let id = ContainerId(format!("{}-never-created", h.label.id()));
     assert!(matches!(h.rt.remove(&id).await, Ok(())));
     assert!(Path::new(h.init.host_dir()).is_dir());
+}
+
+#[tokio::test]
+async fn a_docker_context_in_a_temporary_home_reaches_the_engine() {
+    if !docker::available("a_docker_context_in_a_temporary_home") {
+        return;
+    }
+    // The context points where the CLI's own endpoint is (this machine's engine); HOME is a
+    // temporary directory, so nothing of the developer's Docker configuration is used.
+    let out = docker::docker(&[
+        "context",
+        "inspect",
+        "--format",
+        "{{.Endpoints.docker.Host}}",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let host = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join(".docker");
+    let name = "moat-test-context";
+    let hex: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(name.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let meta = config.join("contexts/meta").join(hex);
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("meta.json"),
+        serde_json::json!({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host}}})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        serde_json::json!({"currentContext": name}).to_string(),
+    )
+    .unwrap();
+    let endpoint = moat::runtime::Endpoint::resolve(|var| match var {
+        "HOME" => Some(home.path().as_os_str().to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(endpoint.host, host);
+    assert_eq!(
+        endpoint.origin,
+        moat::runtime::EndpointOrigin::Context {
+            name: name.into(),
+            from_env: false
+        }
+    );
+    let rt = DockerRuntime::connect_to(endpoint).await.unwrap();
+    rt.ping().await.unwrap();
+    assert_eq!(rt.name(), "docker");
+}
+
+#[tokio::test]
+async fn a_build_spec_sends_its_context_files() {
+    let Some(h) = Harness::new("a_build_spec_sends_its_context_files").await else {
+        return;
+    };
+    let tag = format!("moat-test/context:{}", h.label.id());
+    let spec = moat::runtime::BuildSpec {
+        tag: tag.clone(),
+        dockerfile: format!(
+            "FROM {}\nCOPY greeting.txt nested/ /opt/moat-test/\n",
+            h.image
+        ),
+        files: [
+            (
+                "greeting.txt".to_owned(),
+                b"hello from the context\n".to_vec(),
+            ),
+            ("nested/inner.txt".to_owned(), b"inner\n".to_vec()),
+        ]
+        .into(),
+        labels: [h.label.pair()].into(),
+        base: Some(h.image.clone()),
+    };
+    let progress = RecordingProgress::new();
+    h.rt.build_image(&spec, &progress).await.unwrap();
+    assert!(h.rt.image_exists(&tag).await.unwrap());
+    assert!(
+        progress
+            .lines()
+            .iter()
+            .any(|l| l.contains("COPY greeting.txt")),
+        "{:?}",
+        progress.lines()
+    );
+    let mut run = h.spec(
+        &[
+            "cat",
+            "/opt/moat-test/greeting.txt",
+            "/opt/moat-test/inner.txt",
+        ],
+        UID,
+        GID,
+    );
+    run.image = tag;
+    let ran = h.run(&run).await;
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, "hello from the context\ninner\n"),
+        "{ran:?}"
+    );
 }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,18 +24,22 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     AttachContainerOptions, BuildImageOptions, CreateContainerOptions, CreateImageOptions,
-    InspectContainerOptions, InspectNetworkOptions, KillContainerOptions, ListNetworksOptions,
-    RemoveContainerOptions, ResizeContainerTTYOptions, StopContainerOptions, WaitContainerOptions,
+    InspectContainerOptions, InspectNetworkOptions, KillContainerOptions, ListContainersOptions,
+    ListNetworksOptions, RemoveContainerOptions, ResizeContainerTTYOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
 use futures_util::StreamExt;
+use tokio::io::AsyncWrite;
 
 use super::connect::Endpoint;
 use super::error::RuntimeError;
 use super::image::BuildSpec;
 use super::network::{self, NetworkInfo, NetworkSpec};
 use super::progress::{Progress, ProgressEvent};
+use super::tty::{self, AttachFailure};
 use super::{
-    Attached, ContainerId, ContainerSpec, ContainerStatus, OutputChunk, OutputStream, Runtime,
+    Attached, ContainerId, ContainerSpec, ContainerStatus, ContainerSummary, OutputChunk,
+    OutputStream, Runtime,
 };
 
 /// How long connecting (and negotiating the API version) may take before the engine counts as
@@ -164,6 +169,50 @@ impl DockerRuntime {
             .collect();
         found.sort();
         Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+impl DockerRuntime {
+    /// Attach to a TTY container with bytes passed through untouched ([`super::tty`]).
+    async fn attach_tty(&self, id: &ContainerId, stdin: bool) -> Result<Attached, RuntimeError> {
+        let unreachable = |e: std::io::Error| RuntimeError::EngineUnreachable {
+            endpoint: self.endpoint.host.clone(),
+            origin: self.endpoint.origin.to_string(),
+            cause: e.to_string(),
+        };
+        let conn = tty::connect(&self.endpoint.host)
+            .await
+            .map_err(unreachable)?;
+        let version = self.docker.client_version().to_string();
+        let (conn, first) = tty::attach(conn, &version, &id.0, stdin)
+            .await
+            .map_err(|failure| match failure {
+                AttachFailure::Io(e) => unreachable(e),
+                AttachFailure::Status(404, _) => RuntimeError::ContainerGone { id: id.0.clone() },
+                AttachFailure::Status(_, message) => RuntimeError::Engine {
+                    action: format!("attach to container {id}"),
+                    message,
+                },
+            })?;
+        let (read, write) = tokio::io::split(conn);
+        let action = format!("read output of container {id}");
+        let output = tty::byte_stream(first, read).map(move |chunk| {
+            chunk
+                .map(|bytes| OutputChunk {
+                    stream: OutputStream::Stdout,
+                    bytes,
+                })
+                .map_err(|e| RuntimeError::Engine {
+                    action: action.clone(),
+                    message: e.to_string(),
+                })
+        });
+        let stdin: Option<Pin<Box<dyn AsyncWrite + Send>>> =
+            if stdin { Some(Box::pin(write)) } else { None };
+        Ok(Attached {
+            output: Box::pin(output),
+            stdin,
+        })
     }
 }
 
@@ -318,12 +367,7 @@ impl Runtime for DockerRuntime {
             t: Some(spec.tag.clone()),
             rm: true,
             forcerm: true,
-            labels: Some(
-                spec.labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+            labels: Some(super::label_map(&spec.labels)),
             ..Default::default()
         };
         let body = bollard::body_full(context.into());
@@ -438,12 +482,7 @@ impl Runtime for DockerRuntime {
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: Some(spec.workdir.clone()),
             user: spec.user.clone(),
-            labels: Some(
-                spec.labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+            labels: Some(super::label_map(&spec.labels)),
             tty: Some(spec.tty),
             open_stdin: Some(spec.open_stdin),
             stdin_once: Some(spec.open_stdin),
@@ -478,6 +517,14 @@ impl Runtime for DockerRuntime {
     }
 
     async fn attach(&self, id: &ContainerId, stdin: bool) -> Result<Attached, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(&id.0, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.container_error("attach to", id, e))?;
+        if inspect.config.and_then(|c| c.tty).unwrap_or(false) {
+            return self.attach_tty(id, stdin).await;
+        }
         let options = AttachContainerOptions {
             stream: true,
             stdin,
@@ -603,6 +650,39 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn list(&self, label: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(format!("list containers labelled {label}"), e))?;
+        Ok(containers
+            .into_iter()
+            .map(|c| {
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                ContainerSummary {
+                    id: ContainerId(c.id.unwrap_or_default()),
+                    name: c
+                        .names
+                        .and_then(|names| names.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
+                    labels: c.labels.unwrap_or_default().into_iter().collect(),
+                    running: state == "running",
+                    state,
+                }
+            })
+            .collect())
+    }
+
     async fn inspect(&self, id: &ContainerId) -> Result<ContainerStatus, RuntimeError> {
         let inspect = self
             .docker
@@ -670,12 +750,16 @@ mod tests {
         );
     }
 
+    fn from_docker_host(host: impl Into<String>) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            origin: super::super::EndpointOrigin::DockerHost,
+        }
+    }
+
     #[tokio::test]
     async fn a_missing_socket_is_unreachable_naming_the_socket_and_the_fix() {
-        let endpoint = Endpoint {
-            host: "unix:///nonexistent/moat/docker.sock".into(),
-            origin: super::super::EndpointOrigin::DockerHost,
-        };
+        let endpoint = from_docker_host("unix:///nonexistent/moat/docker.sock");
         let err = DockerRuntime::connect_to(endpoint).await.unwrap_err();
         let message = err.to_string();
         assert!(
@@ -695,10 +779,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let endpoint = Endpoint {
-            host: format!("tcp://127.0.0.1:{port}"),
-            origin: super::super::EndpointOrigin::DockerHost,
-        };
+        let endpoint = from_docker_host(format!("tcp://127.0.0.1:{port}"));
         let err = DockerRuntime::connect_to(endpoint).await.unwrap_err();
         assert!(
             matches!(err, RuntimeError::EngineUnreachable { .. }),
@@ -712,10 +793,7 @@ mod tests {
 
     #[tokio::test]
     async fn ssh_endpoints_are_refused_with_a_way_around() {
-        let endpoint = Endpoint {
-            host: "ssh://me@remote".into(),
-            origin: super::super::EndpointOrigin::DockerHost,
-        };
+        let endpoint = from_docker_host("ssh://me@remote");
         let err = DockerRuntime::connect_to(endpoint).await.unwrap_err();
         assert!(
             matches!(err, RuntimeError::UnsupportedEndpoint { .. }),

@@ -96,7 +96,8 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    /// What the user can do about it, when there is something to say.
+    /// What the user can do about it. Every variant has one today; `Option` leaves room for
+    /// errors that need none.
     pub fn hint(&self) -> Option<String> {
         match self {
             RuntimeError::EngineUnreachable { .. } => Some(
@@ -139,7 +140,14 @@ impl RuntimeError {
             RuntimeError::ContainerGone { .. } => {
                 Some("something outside moat removed the container (`docker rm`)".into())
             }
-            RuntimeError::Engine { .. } | RuntimeError::Io { .. } => None,
+            RuntimeError::Engine { .. } => Some(
+                "the engine's message says why; `docker info` shows the engine's state and \
+                 `docker ps -a --filter label=moat.managed=true` what moat left running"
+                    .into(),
+            ),
+            RuntimeError::Io { .. } => {
+                Some("check the path's permissions and free space (MOAT_HOME)".into())
+            }
         }
     }
 

@@ -174,7 +174,7 @@ impl ImagePlan {
             dockerfile,
             files: BTreeMap::new(),
             labels: BTreeMap::from([
-                ("moat.managed".to_owned(), "true".to_owned()),
+                (super::MANAGED_LABEL.to_owned(), "true".to_owned()),
                 ("moat.base".to_owned(), base.to_owned()),
             ]),
             base: Some(base.to_owned()),

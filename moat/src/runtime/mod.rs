@@ -11,9 +11,15 @@
 //! - [`image`]: which image to run, and the generated Dockerfile for `dependencies:`;
 //! - [`init`]: the init script moat mounts (not bakes) into every container: CA trust, the
 //!   strict-policy firewall, dropping root to the workspace owner;
-//! - [`progress`]: where pull and build progress goes.
+//! - [`progress`]: where pull and build progress goes;
+//! - `tty`: attaching to a TTY container with its bytes untouched (bollard's demuxer can eat
+//!   them).
 //!
-//! A run, as the manager drives it:
+//! A run, as the manager drives it (the proxy listens on `network.gateway`, which
+//! [`NetworkInfo::gateway_is_local`] checks is possible; the CA directory is mounted with
+//! [`init::mount_ca`]). Every call is cancel-safe in the sense that dropping its future (Ctrl-C)
+//! leaves nothing half-done on moat's side: a dropped build or pull closes its connection and the
+//! engine stops it; a created container stays until [`Runtime::remove`], which cleanup calls.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), moat::runtime::RuntimeError> {
@@ -48,6 +54,7 @@ pub mod image;
 pub mod init;
 pub mod network;
 pub mod progress;
+mod tty;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +78,10 @@ pub use progress::{Progress, ProgressEvent};
 
 /// The working directory of every container: the workspace is mounted here.
 pub const WORKSPACE: &str = "/workspace";
+
+/// The label on everything moat creates (containers, the network, generated images), value
+/// `true`.
+pub const MANAGED_LABEL: &str = "moat.managed";
 
 /// A container's id as the engine knows it (or its name: the engine accepts both).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -107,7 +118,8 @@ pub struct ContainerSpec {
     pub name: String,
     /// Image reference.
     pub image: String,
-    /// Labels (`moat.run=<id>`, `moat.managed=true`, ...).
+    /// Labels; [`ContainerSpec::new`] sets `moat.managed=true`, so [`Runtime::list`] finds every
+    /// container moat made.
     pub labels: BTreeMap<String, String>,
     /// Replaces the image's entrypoint; `None` keeps it.
     pub entrypoint: Option<Vec<String>>,
@@ -145,7 +157,7 @@ impl ContainerSpec {
         ContainerSpec {
             name: name.into(),
             image: image.into(),
-            labels: BTreeMap::new(),
+            labels: BTreeMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())]),
             entrypoint: None,
             cmd: cmd.into_iter().map(Into::into).collect(),
             env: BTreeMap::new(),
@@ -180,6 +192,13 @@ impl fmt::Debug for ContainerSpec {
             .field("open_stdin", &self.open_stdin)
             .finish()
     }
+}
+
+/// Labels as the engine API types want them.
+pub(crate) fn label_map(
+    labels: &BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Formats env as `{NAME=<redacted>, ...}`.
@@ -308,6 +327,25 @@ pub trait Runtime: Send + Sync {
 
     /// The container's state.
     async fn inspect(&self, id: &ContainerId) -> Result<ContainerStatus, RuntimeError>;
+
+    /// Containers, running or not, carrying `label` (`key` or `key=value`), e.g.
+    /// `moat.managed=true` to find what earlier runs left behind.
+    async fn list(&self, label: &str) -> Result<Vec<ContainerSummary>, RuntimeError>;
+}
+
+/// One container from [`Runtime::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// The engine's id.
+    pub id: ContainerId,
+    /// Its name, without Docker's leading `/`.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Running now.
+    pub running: bool,
+    /// The engine's state word: `created`, `running`, `exited`, ...
+    pub state: String,
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl Default for NetworkSpec {
     fn default() -> Self {
         NetworkSpec {
             name: DEFAULT_NETWORK.into(),
-            labels: BTreeMap::from([("moat.managed".to_owned(), "true".to_owned())]),
+            labels: BTreeMap::from([(super::MANAGED_LABEL.to_owned(), "true".to_owned())]),
         }
     }
 }
@@ -60,12 +60,7 @@ impl NetworkSpec {
             internal: Some(true),
             attachable: Some(false),
             options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
-            labels: Some(
-                self.labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+            labels: Some(super::label_map(&self.labels)),
             ..Default::default()
         }
     }
