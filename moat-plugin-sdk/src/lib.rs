@@ -53,6 +53,17 @@
 //! writer, for tests.
 //!
 //! [`testkit`] has a scriptable [`testkit::MockProvider`] for tests of code that uses providers.
+//!
+//! [`SecretSet`] hides known secrets (in every form they travel: after a scheme, inside Basic,
+//! percent-encoded, base64) in text that is logged or shown; moat uses it wherever a plugin's
+//! words or a request reach a log. [`wire`] is the line framing of protocol v1, shared by
+//! [`serve()`] and moat's reading of a plugin.
+//!
+//! ## Features
+//!
+//! - `serve` (default): [`serve()`] and its relatives, the runtime of a plugin executable
+//!   (jsonrpsee, tracing-subscriber). Without it the crate is the contract alone: the traits,
+//!   the types, [`protocol`], [`wire`], [`SecretSet`] and the [`testkit`].
 
 #![warn(missing_docs)]
 

@@ -302,7 +302,9 @@ mod tests {
         let basic = STANDARD.encode("x-access-token:ghp_secret1");
         let in_doc = |prefix: &str, secret: &str| STANDARD.encode(format!("{prefix}{secret}!!"));
         let basic_value = format!("Basic {basic}");
-        let cases: Vec<(Vec<&str>, String, Vec<String>, Option<&str>)> = vec![
+        // (secrets, text, pieces that must be gone besides the secrets, the exact output).
+        type Case<'a> = (Vec<&'a str>, String, Vec<String>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             // Raw, and nothing else touched.
             (
                 vec!["ghp_secret1"],

@@ -73,7 +73,7 @@ pub struct PluginProvider {
     timeouts: Timeouts,
     connection: Mutex<Option<Arc<Connection>>>,
     /// Every credential this plugin has been handed or returned, scrubbed from its output
-    /// (see [`Connection::remember_secret`]); kept here so a restarted process scrubs them too.
+    /// (see [`Connection::remember_secrets`]); kept here so a restarted process scrubs them too.
     secrets: std::sync::Mutex<SecretSet>,
 }
 

@@ -12,6 +12,12 @@
 //! - [`pin`]: credentials granted through a plugin go back only to the same executable.
 //! - [`check`]: the conformance check behind `moat plugin check`, for plugin authors.
 //!
+//! A plugin's failure travels one way, as a value: [`transport::stdout`] turns the end of the
+//! plugin's stdout or a protocol violation into a [`Failure`]; the [`client`]'s reader hands it to
+//! every waiting caller; [`Connection::call`](process::Connection::call) stops and reaps the
+//! process and returns the [`PluginFault`] (with the stderr tail); the [`adapter`] turns that into
+//! the [`ProviderError`](moat_plugin_sdk::ProviderError) the CLI shows.
+//!
 //! [`Plugins::load`] ties them together for `main`: discover, take what the cache knows, ask the
 //! new or changed binaries in parallel (then stop them), register the rest after the built-ins,
 //! and keep a [`PluginReport`] of everything that went wrong for `moat grant providers`.

@@ -71,11 +71,7 @@ impl Shared {
 
     /// `text` with every remembered secret replaced by `[REDACTED]`.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let secrets = lock(&self.secrets);
-        match secrets.redact(text) {
-            Cow::Borrowed(_) => Cow::Borrowed(text),
-            Cow::Owned(redacted) => Cow::Owned(redacted),
-        }
+        lock(&self.secrets).redact(text)
     }
 
     /// The first part of an overlong line, redacted, without an end that could be the start of
