@@ -70,6 +70,7 @@ fn trace_reads_the_request_log_the_proxy_writes() {
                 ..NetworkPolicy::default()
             },
             log: Some(paths.network.clone()),
+            blocked: None,
         })
         .unwrap();
     let client = reqwest::blocking::Client::builder()
