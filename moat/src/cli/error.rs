@@ -10,6 +10,7 @@ use crate::provider::{GrantProblem, GrantsError};
 use crate::proxy::{CaError, RESOLVE_ENV, RunError, UpstreamError};
 use crate::run::RunStoreError;
 use crate::run::manager::RunFailure;
+use crate::run::proxy_host::ProxyStartError;
 use crate::runtime::RuntimeError;
 
 /// Exit codes, so scripts can tell failures apart. Listed in `moat --help`.
@@ -214,7 +215,7 @@ impl From<RunFailure> for CliError {
             RunFailure::Runtime(err) => err.into(),
             RunFailure::Store(err) => err.into(),
             RunFailure::Ca(err) => err.into(),
-            RunFailure::Upstream(err) => err.into(),
+            RunFailure::Proxy(ProxyStartError::Upstream(err)) => err.into(),
             RunFailure::Register(err) => err.into(),
             RunFailure::Provider { grant, error } => {
                 let mut cli = CliError::from(error);

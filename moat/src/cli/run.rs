@@ -186,6 +186,8 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         mounts,
     };
 
+    // Bad upstream settings are usage errors, found before anything is created.
+    let upstream = crate::proxy::UpstreamConfig::from_env()?;
     let runtime = DockerRuntime::connect().await?;
     let manager = Manager {
         home: context.home.clone(),
@@ -194,6 +196,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         reporter: Arc::new(TerminalReporter {
             progress: stderr_progress(),
         }),
+        upstream,
     };
     let io = RunIo {
         stdout: Box::new(tokio::io::stdout()),

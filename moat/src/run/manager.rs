@@ -37,7 +37,7 @@ use crate::provider::{GrantsError, ResolvedGrant};
 use crate::proxy::{
     Blocked, CaError, CertificateAuthority, NetworkPolicy, PolicyMode, RunSpec, RunToken,
 };
-use crate::proxy::{UpstreamConfig, UpstreamError};
+use crate::proxy::UpstreamConfig;
 use crate::runtime::init::CA_DIR;
 use crate::runtime::progress::Progress;
 use crate::runtime::{
@@ -110,9 +110,6 @@ pub enum RunFailure {
     /// The proxy could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyStartError),
-    /// The proxy's upstream settings.
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
     /// moat's CA.
     #[error(transparent)]
     Ca(#[from] CaError),
@@ -198,6 +195,9 @@ pub struct Manager {
     pub runtime: Arc<dyn Runtime>,
     /// Messages for the user.
     pub reporter: Arc<dyn RunReporter>,
+    /// How the proxy reaches real hosts (extra CAs, address overrides); the CLI reads it from
+    /// the environment before anything is created.
+    pub upstream: UpstreamConfig,
 }
 
 /// Everything a run has taken so far, given back by [`Acquired::release`].
@@ -310,11 +310,10 @@ impl Manager {
         // The network, and the proxy on its host side.
         let network = self.runtime.ensure_network(&NetworkSpec::default()).await?;
         let ca = Arc::new(CertificateAuthority::load_or_create(&self.home)?);
-        let upstream = UpstreamConfig::from_env()?;
         let proxy = InProcessProxy::start(
             Arc::clone(&ca),
             SocketAddr::new(network.gateway, 0),
-            &upstream,
+            &self.upstream,
         )
         .await?;
         let proxy_addr = proxy.addr();
