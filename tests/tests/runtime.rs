@@ -565,12 +565,19 @@ async fn kill_stop_wait_remove_and_a_container_removed_under_us() {
         Err(RuntimeError::ContainerGone { .. })
     ));
 
-    // Stop: sleep as PID 1 ignores SIGTERM, so the timeout's SIGKILL ends it.
-    let id =
-        h.rt.create(&h.spec(&["sleep", "60"], UID, GID))
-            .await
-            .unwrap();
+    // Stop: sleep as PID 1 ignores SIGTERM, so the timeout's SIGKILL ends it. Stop only once the
+    // command runs: a SIGTERM that lands while the engine's own init is still starting the
+    // process ends the container at once.
+    let spec = h.spec(&["sh", "-c", "echo ready; exec sleep 60"], UID, GID);
+    let id = h.rt.create(&spec).await.unwrap();
+    let mut attached = h.rt.attach(&id, false).await.unwrap();
     h.rt.start(&id).await.unwrap();
+    let ready = tokio::time::timeout(LIMIT, attached.output.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&ready.bytes[..], b"ready\n");
     let started = Instant::now();
     h.rt.stop(&id, Duration::from_secs(1)).await.unwrap();
     let took = started.elapsed();
