@@ -57,15 +57,20 @@ fn fake_github_hosts(env: &MoatEnv) -> FakeHttps {
                 (Some("api.github.com"), "/user") if auth == Some(bearer.as_str()) => {
                     Reply::json(200, serde_json::json!({ "login": "octocat", "id": 1 }))
                 }
-                (Some("github.com"), "/octo/repo.git/info/refs") if auth == Some(basic.as_str()) => {
+                (Some("github.com"), "/octo/repo.git/info/refs")
+                    if auth == Some(basic.as_str()) =>
+                {
                     // An empty repository's advertisement, in pkt-lines.
-                    let refs = "0000000000000000000000000000000000000000 capabilities^{}\0agent=fake\n";
+                    let refs =
+                        "0000000000000000000000000000000000000000 capabilities^{}\0agent=fake\n";
                     let body = format!(
                         "001e# service=git-upload-pack\n0000{:04x}{refs}0000",
                         refs.len() + 4
                     );
-                    Reply::text(200, body)
-                        .with_header("content-type", "application/x-git-upload-pack-advertisement")
+                    Reply::text(200, body).with_header(
+                        "content-type",
+                        "application/x-git-upload-pack-advertisement",
+                    )
                 }
                 _ => Reply::json(401, serde_json::json!({ "message": "Bad credentials" })),
             }
@@ -159,7 +164,10 @@ fn the_container_holds_placeholders_and_never_the_token() {
     let out = moat_run(&env, &["--grant", "github", "--", "sh", "-c", &script]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains(&format!("GH_TOKEN={PLACEHOLDER}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("GH_TOKEN={PLACEHOLDER}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("HTTPS_PROXY=http://moat:"), "{stdout}");
     // grep exits 1 when nothing matched: no file holds the token.
     assert!(stdout.contains("grep-exit=1"), "{stdout}");
@@ -191,10 +199,22 @@ fn exit_codes_propagate_and_the_metadata_says_how_the_run_ended() {
     let first = runs(&env)[1]["id"].as_str().unwrap().to_owned();
     let logs = env.cmd().args(["logs", &first]).output().unwrap();
     assert!(logs.status.success());
-    assert!(text(&logs.stdout).contains("] one\n"), "{}", text(&logs.stdout));
-    assert!(text(&logs.stderr).contains("] err\n"), "{}", text(&logs.stderr));
+    assert!(
+        text(&logs.stdout).contains("] one\n"),
+        "{}",
+        text(&logs.stdout)
+    );
+    assert!(
+        text(&logs.stderr).contains("] err\n"),
+        "{}",
+        text(&logs.stderr)
+    );
     // Docker does not order stdout against stderr, so the tail is checked on stdout alone.
-    let logs = env.cmd().args(["logs", &first, "-n", "2"]).output().unwrap();
+    let logs = env
+        .cmd()
+        .args(["logs", &first, "-n", "2"])
+        .output()
+        .unwrap();
     let tail = text(&logs.stdout);
     assert!(!tail.contains("one") && tail.contains("three"), "{tail}");
     assert_no_containers(&env);
@@ -216,7 +236,9 @@ fn strict_policy_allows_the_grants_hosts_explains_refusals_and_nothing_skips_the
     );
     let out = moat_run(
         &env,
-        &["--policy", "strict", "--grant", "github", "--", "sh", "-c", &script],
+        &[
+            "--policy", "strict", "--grant", "github", "--", "sh", "-c", &script,
+        ],
     );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -232,7 +254,11 @@ fn strict_policy_allows_the_grants_hosts_explains_refusals_and_nothing_skips_the
     let id = runs(&env)[0]["id"].as_str().unwrap().to_owned();
     let audit = env.cmd().args(["audit", &id]).output().unwrap();
     assert!(audit.status.success(), "{}", text(&audit.stderr));
-    assert!(text(&audit.stdout).contains("policy"), "{}", text(&audit.stdout));
+    assert!(
+        text(&audit.stdout).contains("policy"),
+        "{}",
+        text(&audit.stdout)
+    );
     drop(listener);
     assert_no_containers(&env);
 }
@@ -243,18 +269,33 @@ fn bad_input_fails_before_anything_is_created() {
         return;
     };
     // A grant never made: exit 3 with the command that fixes it, and no run.
-    let out = moat_run(&env, &["--grant", "github", "--grant", "nosuch", "--", "true"]);
+    let out = moat_run(
+        &env,
+        &["--grant", "github", "--grant", "nosuch", "--", "true"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("nosuch"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nosuch"),
+        "{}",
+        text(&out.stderr)
+    );
     // A workspace that does not exist: usage error.
     let out = moat_run(&env, &["/no/such/folder", "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     // A malformed moat.yaml: usage error naming the file and line.
     let ws = tempfile::tempdir().unwrap();
-    std::fs::write(ws.path().join("moat.yaml"), "grants: [github]\nnetwrk: {}\n").unwrap();
+    std::fs::write(
+        ws.path().join("moat.yaml"),
+        "grants: [github]\nnetwrk: {}\n",
+    )
+    .unwrap();
     let out = moat_run(&env, &[ws.path().to_str().unwrap(), "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("moat.yaml:2"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("moat.yaml:2"),
+        "{}",
+        text(&out.stderr)
+    );
     // No command at all.
     let out = moat_run(&env, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -285,7 +326,10 @@ fn an_image_that_cannot_be_pulled_fails_with_what_to_do_and_leaves_nothing() {
     let out = moat_run(&env, &["--", "true"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("127.0.0.1:9/moat-test/never-built:1"), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:9/moat-test/never-built:1"),
+        "{stderr}"
+    );
     assert!(stderr.contains("base-image.sh"), "{stderr}");
     let run = &runs(&env)[0];
     assert_eq!(run["state"], "failed", "{run}");
@@ -326,7 +370,13 @@ fn files_written_to_the_workspace_belong_to_its_owner() {
     std::os::unix::fs::chown(ws.path(), Some(4321), Some(4321)).unwrap();
     let out = moat_run(
         &env,
-        &[ws.path().to_str().unwrap(), "--", "sh", "-c", "id -u; touch /workspace/made-here"],
+        &[
+            ws.path().to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "id -u; touch /workspace/made-here",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "4321");
@@ -429,11 +479,19 @@ fn moat_stop_from_another_terminal_and_destroy() {
     // A running run cannot be destroyed.
     let out = env.cmd().args(["destroy", "stop-me"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("moat stop"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("moat stop"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = env.cmd().args(["stop", "stop-me"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("stopped"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("stopped"),
+        "{}",
+        text(&out.stdout)
+    );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(runs(&env)[0]["state"], "stopped");
@@ -455,11 +513,37 @@ fn two_runs_at_once_each_reach_only_their_own_rules() {
         return;
     };
     // One run with the grant, one without, at the same time: the second gets no credential.
-    let with = spawn_output(&env, &["--grant", "github", "--", "sh", "-c", "sleep 1; curl -sS https://api.github.com/user"]);
-    let without = spawn_output(&env, &["--", "sh", "-c", "sleep 1; curl -sS https://api.github.com/user"]);
+    let with = spawn_output(
+        &env,
+        &[
+            "--grant",
+            "github",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1; curl -sS https://api.github.com/user",
+        ],
+    );
+    let without = spawn_output(
+        &env,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "sleep 1; curl -sS https://api.github.com/user",
+        ],
+    );
     let (with, without) = (with.join().unwrap(), without.join().unwrap());
-    assert!(text(&with.stdout).contains("octocat"), "{}", text(&with.stderr));
-    assert!(text(&without.stdout).contains("Bad credentials"), "{}", text(&without.stdout));
+    assert!(
+        text(&with.stdout).contains("octocat"),
+        "{}",
+        text(&with.stderr)
+    );
+    assert!(
+        text(&without.stdout).contains("Bad credentials"),
+        "{}",
+        text(&without.stdout)
+    );
     assert_eq!(
         upstream
             .requests()

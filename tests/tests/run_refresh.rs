@@ -108,7 +108,10 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
     let dir = tempfile::tempdir().unwrap();
     let ca_pem = ca.write_pem(dir.path().join("ca"));
     let upstream = FakeHttps::start_for(&ca, &[HOST], |request: &Recorded| {
-        Reply::text(200, format!("{}\n", request.header("authorization").is_some()))
+        Reply::text(
+            200,
+            format!("{}\n", request.header("authorization").is_some()),
+        )
     });
 
     let home = MoatHome::at(dir.path().join("home"));
@@ -167,7 +170,12 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let outcome = manager.run(request, grants, io, stopped).await.unwrap();
-    assert_eq!(outcome.exit_code, Some(0), "{:?}", reporter.0.lock().unwrap());
+    assert_eq!(
+        outcome.exit_code,
+        Some(0),
+        "{:?}",
+        reporter.0.lock().unwrap()
+    );
 
     let seen: Vec<(String, String)> = upstream
         .requests()
@@ -182,7 +190,10 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0], ("/first".into(), "Bearer rotating-1".into()));
     assert_eq!(seen[1].0, "/second");
-    assert_ne!(seen[1].1, "Bearer rotating-1", "the old token after its refresh: {seen:?}");
+    assert_ne!(
+        seen[1].1, "Bearer rotating-1",
+        "the old token after its refresh: {seen:?}"
+    );
     assert!(seen[1].1.starts_with("Bearer rotating-"), "{seen:?}");
     // The renewed credential is stored for the next run.
     let stored = CredentialStore::open(&home, None, KeyConfig::file())

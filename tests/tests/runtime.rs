@@ -567,12 +567,17 @@ async fn kill_stop_wait_remove_and_a_container_removed_under_us() {
 
     // Stop: the engine's init is PID 1 and passes SIGTERM on, so the command ends at once, long
     // before the grace period's SIGKILL (a command that was PID 1 itself would ignore SIGTERM
-    // and take the whole 30 s).
-    let id =
-        h.rt.create(&h.spec(&["sleep", "60"], UID, GID))
-            .await
-            .unwrap();
+    // and take the whole 30 s). Stop only once the command runs.
+    let spec = h.spec(&["sh", "-c", "echo ready; exec sleep 60"], UID, GID);
+    let id = h.rt.create(&spec).await.unwrap();
+    let mut attached = h.rt.attach(&id, false).await.unwrap();
     h.rt.start(&id).await.unwrap();
+    let ready = tokio::time::timeout(LIMIT, attached.output.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&ready.bytes[..], b"ready\n");
     let started = Instant::now();
     h.rt.stop(&id, Duration::from_secs(30)).await.unwrap();
     let took = started.elapsed();

@@ -34,10 +34,10 @@ use super::store::{RunPaths, RunStore, RunStoreError};
 use crate::credential::CredentialStore;
 use crate::home::MoatHome;
 use crate::provider::{GrantsError, ResolvedGrant};
+use crate::proxy::UpstreamConfig;
 use crate::proxy::{
     Blocked, CaError, CertificateAuthority, NetworkPolicy, PolicyMode, RunSpec, RunToken,
 };
-use crate::proxy::UpstreamConfig;
 use crate::runtime::init::CA_DIR;
 use crate::runtime::progress::Progress;
 use crate::runtime::{
@@ -497,10 +497,10 @@ impl Manager {
                     });
                 }
                 Some(rules) = rules_rx.recv() => {
-                    if let (Some(proxy), Some(token)) = (acquired.proxy.as_ref(), acquired.token.as_ref()) {
-                        if let Err(err) = proxy.replace_rules(token, rules) {
-                            self.reporter.warn(&format!("cannot swap the refreshed rules: {err}"));
-                        }
+                    if let (Some(proxy), Some(token)) = (acquired.proxy.as_ref(), acquired.token.as_ref())
+                        && let Err(err) = proxy.replace_rules(token, rules)
+                    {
+                        self.reporter.warn(&format!("cannot swap the refreshed rules: {err}"));
                     }
                 }
                 _ = wait_stop(stop), if !stopped => {
@@ -586,11 +586,11 @@ impl Manager {
                 self.reporter.warn(&format!("{grant}: cleanup: {err}"));
             }
         }
-        if let Some(container) = acquired.container.take() {
-            if let Err(err) = self.runtime.remove(&container).await {
-                self.reporter
-                    .warn(&format!("cannot remove container {container}: {err}"));
-            }
+        if let Some(container) = acquired.container.take()
+            && let Err(err) = self.runtime.remove(&container).await
+        {
+            self.reporter
+                .warn(&format!("cannot remove container {container}: {err}"));
         }
         if let Some(proxy) = acquired.proxy.take() {
             if let Some(token) = acquired.token.take() {

@@ -601,8 +601,8 @@ impl Runtime for DockerRuntime {
                 });
             }
         };
-        // `docker rm -f` also ends a wait (with 137): tell that apart from a kill.
-        if code != 0
+        // `docker rm -f` also ends a wait, with SIGKILL's 137: tell that apart from a kill.
+        if code == 137
             && matches!(
                 self.inspect(id).await,
                 Err(RuntimeError::ContainerGone { .. })
