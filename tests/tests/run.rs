@@ -174,7 +174,7 @@ fn the_container_holds_placeholders_and_never_the_token() {
     assert_no_secret(&[&out.stdout, &out.stderr], TOKEN);
     // Nor anything moat wrote about the run: metadata, logs, request log, audit log.
     let id = runs(&env)[0]["id"].as_str().unwrap().to_owned();
-    moat_tests::assert_no_secret_in_dir(&run_dir(&env, &id), TOKEN);
+    moat_tests::assert_no_secret_in_dir(run_dir(&env, &id), TOKEN);
     assert_no_containers(&env);
 }
 
