@@ -454,6 +454,10 @@ impl Manager {
         let sink = Arc::new(ProxySink {
             proxy_rules: Mutex::new(None),
             credentials: Arc::clone(&self.credentials),
+            store_keys: grants
+                .iter()
+                .map(|g| (g.name().to_owned(), g.entry.info.store_key().to_owned()))
+                .collect(),
             reporter: Arc::clone(&self.reporter),
         });
         let targets = grants
@@ -627,6 +631,8 @@ impl Manager {
 struct ProxySink {
     proxy_rules: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Vec<ProxyRules>>>>,
     credentials: Arc<CredentialStore>,
+    /// Grant name → where its credential is stored (a provider may share another's key).
+    store_keys: BTreeMap<String, String>,
     reporter: Arc<dyn RunReporter>,
 }
 
@@ -638,7 +644,8 @@ impl RefreshSink for ProxySink {
     }
 
     fn store(&self, grant: &str, credential: &Credential) {
-        if let Err(err) = self.credentials.save(grant, credential) {
+        let key = self.store_keys.get(grant).map_or(grant, String::as_str);
+        if let Err(err) = self.credentials.save(key, credential) {
             self.reporter.warn(&format!(
                 "{grant}: cannot store the refreshed credential: {err}"
             ));
