@@ -231,21 +231,9 @@ fn describe(e: &BollardError) -> String {
             message.trim().to_owned()
         }
         BollardError::DockerStreamError { error } => error.trim().to_owned(),
-        e => {
-            // Transport errors say what failed only in their sources ("client error (Connect)"
-            // on top, "Connection refused" or "Permission denied" below).
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    text.push_str(": ");
-                    text.push_str(&cause_text);
-                }
-                source = cause.source();
-            }
-            text
-        }
+        // Transport errors say what failed only in their sources ("client error (Connect)" on
+        // top, "Connection refused" or "Permission denied" below).
+        e => crate::proxy::upstream::error_chain(e),
     }
 }
 
