@@ -231,7 +231,9 @@ fn describe(e: &BollardError) -> String {
             message.trim().to_owned()
         }
         BollardError::DockerStreamError { error } => error.trim().to_owned(),
-        e => e.to_string(),
+        // Transport errors say what failed only in their sources ("client error (Connect)" on
+        // top, "Connection refused" or "Permission denied" below).
+        e => crate::proxy::upstream::error_chain(e),
     }
 }
 
@@ -800,5 +802,34 @@ mod tests {
             "{err}"
         );
         assert!(err.hint().unwrap().contains("ssh -NL"));
+    }
+
+    #[tokio::test]
+    async fn a_dead_socket_says_why_in_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        // The socket file stays after the listener is gone: connecting is refused.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let err = DockerRuntime::connect_to(from_docker_host(format!("unix://{}", path.display())))
+            .await
+            .unwrap_err();
+        let RuntimeError::EngineUnreachable { cause, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(cause.contains("Connection refused"), "{cause}");
+    }
+
+    #[test]
+    fn a_socket_that_refuses_the_user_gets_the_docker_group_hint() {
+        let err = RuntimeError::EngineUnreachable {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            origin: "the default socket".into(),
+            cause: "error trying to connect: Permission denied (os error 13)".into(),
+        };
+        assert!(
+            err.hint().unwrap().contains("docker` group"),
+            "{:?}",
+            err.hint()
+        );
     }
 }

@@ -100,6 +100,16 @@ impl RuntimeError {
     /// errors that need none.
     pub fn hint(&self) -> Option<String> {
         match self {
+            RuntimeError::EngineUnreachable { cause, .. }
+                if cause.to_lowercase().contains("permission denied") =>
+            {
+                Some(
+                    "the engine's socket refused you: add your user to the `docker` group \
+                     (`sudo usermod -aG docker $USER`, then log in again) or use rootless Docker \
+                     and point DOCKER_HOST at its socket"
+                        .into(),
+                )
+            }
             RuntimeError::EngineUnreachable { .. } => Some(
                 "start Docker (or Colima, Podman's Docker socket, ...), pick a working context with \
                  `docker context use <name>`, or point DOCKER_HOST at the engine \

@@ -107,7 +107,7 @@ impl InitScript {
     /// Make `spec` run its command through the init step: entrypoint, start as root, the
     /// script's mount, `MOAT_UID`/`MOAT_GID`, and under a firewall `MOAT_FIREWALL` plus
     /// `NET_ADMIN`. The command (`spec.cmd`) is unchanged. Any env of the same names set before
-    /// is replaced.
+    /// is replaced, so call it after the env is complete (a user's `-e MOAT_UID=0` must not win).
     pub fn apply(&self, spec: &mut ContainerSpec, options: &InitOptions) {
         spec.entrypoint = Some(vec!["/bin/sh".into(), format!("{INIT_DIR}/{SCRIPT_NAME}")]);
         spec.user = Some("0:0".into());
