@@ -234,7 +234,7 @@ async fn the_shared_network_reaches_the_gateway_and_nothing_outside() {
         on_gateway.to_string(),
         format!("{gateway}:{}", on_loopback.port()),
         format!("{gateway}:{}", on_any.port()),
-        "1.1.1.1:443".to_owned(),
+        "192.0.2.1:443".to_owned(),
         format!("moat-proxy:{}", on_gateway.port()),
     ];
     let cmd = probe_cmd(&targets);
@@ -265,7 +265,7 @@ async fn the_shared_network_reaches_the_gateway_and_nothing_outside() {
         "measured: create network {create_network:?}, ensure existing {ensure_existing:?}, \
          create container {create_container:?}, start {start:?}, remove {remove:?}\n\
          gateway listener: {gw}; 127.0.0.1 listener via gateway: {loopback}; \
-         0.0.0.0 listener via gateway: {any}; 1.1.1.1:443: {outside} after {outside_secs} s; \
+         0.0.0.0 listener via gateway: {any}; 192.0.2.1:443 (TEST-NET-1): {outside} after {outside_secs} s; \
          moat-proxy name: {by_name}"
     );
     assert_eq!(
@@ -776,7 +776,7 @@ async fn the_strict_firewall_allows_only_the_proxy() {
         format!("moat-proxy:{}", proxy.port()),
         other.to_string(),
         format!("{}:{}", network.gateway, any.port()),
-        "1.1.1.1:443".to_owned(),
+        "192.0.2.1:443".to_owned(),
     ];
 
     for uid in [UID, 0] {
@@ -810,7 +810,7 @@ async fn the_strict_firewall_allows_only_the_proxy() {
         let (outside, outside_secs) = probe_result(&ran.stdout, &targets[3]);
         eprintln!(
             "measured (uid {uid}, firewall): proxy {to_proxy}; other gateway port {to_other} \
-             ({other_secs} s); 0.0.0.0 service {to_any} ({any_secs} s); 1.1.1.1:443 {outside} \
+             ({other_secs} s); 0.0.0.0 service {to_any} ({any_secs} s); 192.0.2.1:443 {outside} \
              ({outside_secs} s)"
         );
         assert_eq!(to_proxy, "open:proxy", "uid {uid}: {ran:?}");

@@ -157,6 +157,12 @@ impl RunFailure {
             RunFailure::Workspace { .. } => {
                 Some("Pass an existing folder: moat run [PATH] -- COMMAND".into())
             }
+            RunFailure::Proxy(ProxyStartError::Listen { .. }) => Some(
+                "moat's proxy listens on the host side of the containers' network. With Docker \
+                 Desktop, Colima or a remote engine that address is not on this machine, and \
+                 moat run needs a Docker engine running on this machine for now."
+                    .into(),
+            ),
             _ => None,
         }
     }
