@@ -8,6 +8,7 @@ use crate::credential::StoreError;
 use crate::http::EXTRA_CA_ENV;
 use crate::provider::{GrantProblem, GrantsError};
 use crate::proxy::{CaError, RESOLVE_ENV, RunError, UpstreamError};
+use crate::config::ConfigError;
 use crate::run::RunStoreError;
 use crate::run::manager::RunFailure;
 use crate::run::proxy_host::ProxyStartError;
@@ -239,5 +240,17 @@ impl From<RunFailure> for CliError {
                 }
             }
         }
+    }
+}
+
+/// A `moat.yaml` that is not valid is a usage error (the message names the file, line, column
+/// and key); one that cannot be read is a failure.
+impl From<ConfigError> for CliError {
+    fn from(err: ConfigError) -> Self {
+        let code = match err {
+            ConfigError::Invalid(_) => code::USAGE,
+            ConfigError::Read { .. } => code::FAILURE,
+        };
+        CliError::new(err.to_string()).code(code)
     }
 }

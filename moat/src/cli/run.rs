@@ -100,11 +100,15 @@ pub struct RunArgs {
 
 pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     let workspace = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
-    let config = if workspace.is_dir() {
-        Config::load(&workspace).map_err(|err| CliError::new(err.to_string()).code(code::USAGE))?
-    } else {
-        Config::default()
-    };
+    if !workspace.is_dir() {
+        return Err(CliError::new(format!(
+            "workspace {}: no such folder",
+            workspace.display()
+        ))
+        .hint("Pass an existing folder: moat run [PATH] -- COMMAND")
+        .code(code::USAGE));
+    }
+    let config = Config::load(&workspace)?;
 
     let command = if args.command.is_empty() {
         config
