@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use moat_plugin_sdk::{ErrorKind, ProviderError};
 
+use crate::config::ConfigError;
 use crate::credential::StoreError;
 use crate::http::EXTRA_CA_ENV;
 use crate::provider::{GrantProblem, GrantsError};
 use crate::proxy::{CaError, RESOLVE_ENV, RunError, UpstreamError};
-use crate::config::ConfigError;
 use crate::run::RunStoreError;
 use crate::run::manager::RunFailure;
 use crate::run::proxy_host::ProxyStartError;
@@ -58,6 +58,11 @@ impl CliError {
     pub fn code(mut self, code: u8) -> Self {
         self.code = code;
         self
+    }
+
+    /// The exit code it maps to.
+    pub fn exit_code(&self) -> u8 {
+        self.code
     }
 
     /// Prints the report on stderr and returns the exit code.

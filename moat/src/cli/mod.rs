@@ -5,6 +5,7 @@ mod error;
 mod grant;
 mod list;
 mod logs;
+mod network;
 mod plugin;
 mod prompt;
 mod proxy;

@@ -8,11 +8,12 @@ use clap::Args;
 use moat_plugin_sdk::{ProxyRule, ProxyRules};
 use serde::Serialize;
 
+use super::network::NetworkArgs;
 use super::{CliError, CliResult, Context, code};
 use crate::provider::resolve_grants;
 use crate::proxy::{
-    Blocked, CertificateAuthority, HostRules, NetworkPolicy, PolicyMode, Proxy, ProxyConfig,
-    RESOLVE_ENV, RunRegistry, RunSpec, UpstreamConfig,
+    Blocked, CertificateAuthority, NetworkPolicy, Proxy, ProxyConfig, RESOLVE_ENV, RunRegistry,
+    RunSpec, UpstreamConfig,
 };
 
 const PROXY_HELP: &str = "\
@@ -49,23 +50,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// Network policy: permissive (allow unless a rule denies) or strict (deny unless allowed).
-    #[arg(long, default_value = "permissive", value_name = "POLICY")]
-    policy: PolicyMode,
-
-    /// A host (or *.suffix, host:port) reachable under the strict policy (repeatable). The
-    /// grants' hosts always are.
-    #[arg(long = "allow", value_name = "HOST")]
-    allow: Vec<String>,
-
-    /// A method and path rule, "HOST allow|deny METHOD|* /glob" (repeatable; first match wins).
-    #[arg(long = "rule", value_name = "RULE")]
-    rules: Vec<String>,
-
-    /// A port of a service on this machine the client may reach through the proxy (as
-    /// localhost, 127.0.0.1, ::1 or moat-host; repeatable). Others are refused.
-    #[arg(long = "host-port", value_name = "PORT")]
-    host_ports: Vec<u16>,
+    #[command(flatten)]
+    network: NetworkArgs,
 
     /// The request log to append to [default: $MOAT_HOME/proxy/network.jsonl].
     #[arg(long, value_name = "FILE")]
@@ -87,7 +73,7 @@ struct Started<'a> {
 }
 
 pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
-    let policy = policy_of(&args)?;
+    let policy = args.network.over(&NetworkPolicy::default())?;
     let log = match &args.log {
         Some(path) => {
             check_log_folder(path)?;
@@ -232,36 +218,6 @@ fn check_log_folder(path: &Path) -> Result<(), CliError> {
     ))
     .hint("Create the folder first, or pick a file in an existing one with --log.")
     .code(code::USAGE))
-}
-
-/// The network policy from the flags.
-fn policy_of(args: &ProxyArgs) -> Result<NetworkPolicy, CliError> {
-    let mut rules: Vec<HostRules> = Vec::new();
-    for rule in &args.rules {
-        let Some((host, rest)) = rule.trim().split_once(char::is_whitespace) else {
-            return Err(CliError::new(format!(
-                "invalid --rule {rule:?}: want \"HOST allow|deny METHOD /glob\""
-            ))
-            .code(code::USAGE));
-        };
-        match rules.iter_mut().find(|entry| entry.host == host) {
-            Some(entry) => entry.rules.push(rest.trim().to_owned()),
-            None => rules.push(HostRules {
-                host: host.to_owned(),
-                rules: vec![rest.trim().to_owned()],
-            }),
-        }
-    }
-    let policy = NetworkPolicy {
-        policy: args.policy,
-        allow: args.allow.clone(),
-        rules,
-        host_ports: args.host_ports.clone(),
-    };
-    // Refuse bad patterns before anything starts.
-    crate::proxy::policy::validate(&policy)
-        .map_err(|err| CliError::new(err.to_string()).code(code::USAGE))?;
-    Ok(policy)
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

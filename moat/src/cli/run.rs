@@ -11,9 +11,10 @@ use clap::Args;
 use moat_plugin_sdk::EnvVar;
 use tokio::sync::watch;
 
+use super::network::NetworkArgs;
 use super::{CliError, Context, code};
 use crate::config::Config;
-use crate::proxy::{Blocked, NetworkPolicy, PolicyMode};
+use crate::proxy::Blocked;
 use crate::run::container_env::parse_flag;
 use crate::run::manager::{Manager, RunIo, RunReporter, RunRequest};
 use crate::runtime::progress::{Progress, stderr_progress};
@@ -79,34 +80,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
 
-    /// Network policy: permissive (allow unless a rule denies) or strict (only the grants' hosts
-    /// and --allow; nothing can skip the proxy) [default: moat.yaml's, or permissive].
-    #[arg(long, value_name = "POLICY")]
-    policy: Option<PolicyMode>,
-
-    /// A host (or *.suffix, host:port) reachable under the strict policy (repeatable).
-    #[arg(long = "allow", value_name = "HOST")]
-    allow: Vec<String>,
-
-    /// A method and path rule, "HOST allow|deny METHOD|* /glob" (repeatable; first match wins).
-    #[arg(long = "rule", value_name = "RULE")]
-    rules: Vec<String>,
-
-    /// A port of a service on this machine the container may reach through the proxy, as
-    /// moat-host (repeatable).
-    #[arg(long = "host-port", value_name = "PORT")]
-    host_ports: Vec<u16>,
+    #[command(flatten)]
+    network: NetworkArgs,
 }
 
 pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     let workspace = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
     if !workspace.is_dir() {
-        return Err(CliError::new(format!(
-            "workspace {}: no such folder",
-            workspace.display()
-        ))
-        .hint("Pass an existing folder: moat run [PATH] -- COMMAND")
-        .code(code::USAGE));
+        return Err(
+            CliError::new(format!("workspace {}: no such folder", workspace.display()))
+                .hint("Pass an existing folder: moat run [PATH] -- COMMAND")
+                .code(code::USAGE),
+        );
     }
     let config = Config::load(&workspace)?;
 
@@ -144,7 +129,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         .map(|(name, value)| EnvVar::new(name, value))
         .collect();
 
-    let policy = policy_of(&args, &config)?;
+    let policy = args.network.over(&config.network)?;
     let mounts = config
         .mounts
         .iter()
@@ -228,25 +213,6 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         .exit_code
         .and_then(|code| u8::try_from(code).ok())
         .unwrap_or(code::FAILURE))
-}
-
-/// The flags' policy over moat.yaml's: the mode replaces, hosts and rules add up.
-fn policy_of(args: &RunArgs, config: &Config) -> Result<NetworkPolicy, CliError> {
-    let mut policy = config.network.clone();
-    if let Some(mode) = args.policy {
-        policy.policy = mode;
-    }
-    policy.allow.extend(args.allow.iter().cloned());
-    for rule in &args.rules {
-        let entry = crate::config::parse_rule(rule).map_err(|err| {
-            CliError::new(format!("invalid --rule {rule:?}: {err}")).code(code::USAGE)
-        })?;
-        crate::config::merge_rules(&mut policy.rules, entry);
-    }
-    policy.host_ports.extend(args.host_ports.iter().copied());
-    crate::proxy::policy::validate(&policy)
-        .map_err(|err| CliError::new(err.to_string()).code(code::USAGE))?;
-    Ok(policy)
 }
 
 /// Status lines and warnings on stderr; progress as the runtime draws it on a terminal.
