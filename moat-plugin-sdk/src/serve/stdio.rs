@@ -1,6 +1,8 @@
 //! The process around the loop: the `--moat-plugin` check, logging to stderr, and taking the
 //! real stdin/stdout away from provider code.
 
+#![cfg_attr(unix, expect(unsafe_code, reason = "guarding stdout: the protocol descriptors are duplicated and fd 0/1 redirected with fcntl(2) and dup2(2)"))]
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
@@ -100,6 +102,7 @@ pub(crate) fn take_stdio() -> io::Result<ProtocolStdio> {
         return Err(io::Error::last_os_error());
     }
     let null = File::open("/dev/null")?;
+    // SAFETY: dup2 of a descriptor we own onto fd 0; `null` is closed afterwards, fd 0 stays.
     if unsafe { libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) } < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -9,6 +9,8 @@
 //! dies with moat even when moat is killed with SIGKILL; it runs in its own process group, so a
 //! Ctrl-C on the terminal reaches only moat, which then ends its plugins itself.
 
+#![cfg_attr(unix, expect(unsafe_code, reason = "spawning a plugin: its process group is signalled with kill(2), and on Linux pre_exec sets PR_SET_PDEATHSIG"))]
+
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, RwLock};
@@ -470,9 +472,9 @@ async fn spawn_child(path: &Path) -> std::io::Result<tokio::process::Child> {
         command.process_group(0);
         #[cfg(target_os = "linux")]
         {
-            // SAFETY: getpid is async-signal-safe; the closure only calls prctl, getppid and
-            // returns, all async-signal-safe, as pre_exec requires.
-            let parent = unsafe { libc::getpid() };
+            let parent = std::process::id();
+            // SAFETY: the closure runs between fork and exec; it only calls prctl and getppid,
+            // both async-signal-safe, and allocates nothing, as pre_exec requires.
             unsafe {
                 command.pre_exec(move || {
                     // Die with the thread that spawned us, i.e. with moat (its runtime's threads
@@ -488,7 +490,7 @@ async fn spawn_child(path: &Path) -> std::io::Result<tokio::process::Child> {
                         return Err(std::io::Error::last_os_error());
                     }
                     // moat died between fork and prctl: do not outlive it.
-                    if libc::getppid() != parent {
+                    if u32::try_from(libc::getppid()).ok() != Some(parent) {
                         return Err(std::io::Error::other(
                             "moat exited while starting the plugin",
                         ));

@@ -11,6 +11,8 @@
 //! `strict` for a host that is reachable only because it has rules: there only what the rules
 //! allow passes.
 
+#![cfg_attr(unix, expect(unsafe_code, reason = "getifaddrs(3): the machine's own addresses, which the policy refuses as upstreams"))]
+
 use serde::{Deserialize, Serialize};
 
 use super::glob::PathGlob;
