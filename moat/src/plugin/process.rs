@@ -303,7 +303,7 @@ impl Connection {
         self.sha256.as_deref()
     }
 
-    /// Holds back what the plugin logs until the guard is dropped (see [`Shared::hold_output`]).
+    /// Holds back what the plugin logs until the guard is dropped (see `Shared::hold_output`).
     pub fn hold_output(&self) -> OutputHold {
         self.shared.hold_output()
     }
