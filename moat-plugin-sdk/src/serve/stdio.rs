@@ -1,7 +1,10 @@
 //! The process around the loop: the `--moat-plugin` check, logging to stderr, and taking the
 //! real stdin/stdout away from provider code.
 
-#![cfg_attr(unix, expect(unsafe_code, reason = "guarding stdout: the protocol descriptors are duplicated and fd 0/1 redirected with fcntl(2) and dup2(2)"))]
+#![cfg_attr(
+    unix,
+    expect(unsafe_code, reason = "fcntl(2), dup2(2): guarding stdout")
+)]
 
 use std::ffi::OsString;
 use std::fs::File;

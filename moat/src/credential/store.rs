@@ -560,10 +560,7 @@ mod tests {
     }
 
     #[cfg(unix)]
-    fn mode_of(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
+    use crate::home::mode_of;
 
     #[test]
     fn round_trip() {

@@ -9,7 +9,13 @@
 //! dies with moat even when moat is killed with SIGKILL; it runs in its own process group, so a
 //! Ctrl-C on the terminal reaches only moat, which then ends its plugins itself.
 
-#![cfg_attr(unix, expect(unsafe_code, reason = "spawning a plugin: its process group is signalled with kill(2), and on Linux pre_exec sets PR_SET_PDEATHSIG"))]
+#![cfg_attr(
+    unix,
+    expect(
+        unsafe_code,
+        reason = "kill(2) of the process group; pre_exec for PR_SET_PDEATHSIG"
+    )
+)]
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};

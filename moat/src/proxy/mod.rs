@@ -68,7 +68,7 @@ pub use upstream::{RESOLVE_ENV, ResolveOverrides, UpstreamConfig, UpstreamError}
 /// Raises this process's soft limit on open files to its hard limit (at most 65536): every proxied
 /// connection takes two descriptors. Returns the new soft limit.
 #[cfg(unix)]
-#[expect(unsafe_code, reason = "getrlimit(2) and setrlimit(2) have no safe std equivalent")]
+#[expect(unsafe_code, reason = "getrlimit(2), setrlimit(2)")]
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
