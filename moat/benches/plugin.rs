@@ -472,6 +472,7 @@ async fn cold(setup: &Setup, verdicts: &mut Verdicts) {
     let credential = credential();
     // What moat's spawn adds by itself: its own process group, and `PR_SET_PDEATHSIG` set in
     // `pre_exec`, which makes std fork instead of `posix_spawn`.
+    #[expect(unsafe_code, reason = "pre_exec, exactly as moat's own spawn")]
     let spawn_like_moat = |program: &Path| {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(program);

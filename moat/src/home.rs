@@ -301,15 +301,16 @@ fn sync_parent_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A file's permission bits, for the tests of every module that writes private files.
+#[cfg(all(test, unix))]
+pub(crate) fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(unix)]
-    fn mode_of(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
 
     #[test]
     fn home_prefers_moat_home_then_home() {

@@ -4,10 +4,10 @@
 //! [`cli`]. Everything else is a library module with one job each; see the README's tour.
 
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod credential;
 pub mod home;
-pub mod http;
+pub(crate) mod http;
 pub mod plugin;
 pub mod provider;
 pub mod providers;

@@ -177,7 +177,7 @@ fn providers_lists_plugins_and_warns_kubectl_style() {
     let pids = env.starts();
     assert_eq!(pids.len(), 3, "fake, lazy and liar, once each: {pids:?}");
     for pid in pids {
-        assert!(wait_dead(pid, Duration::from_secs(2)), "{pid} still runs");
+        assert!(wait_dead(pid, Duration::from_secs(10)), "{pid} still runs");
     }
 }
 
@@ -223,7 +223,7 @@ fn grant_through_a_plugin_stores_the_credential() {
         .success()
         .stdout(contains("fake"));
     for pid in env.starts() {
-        assert!(wait_dead(pid, Duration::from_secs(2)), "{pid} still runs");
+        assert!(wait_dead(pid, Duration::from_secs(10)), "{pid} still runs");
     }
 }
 
@@ -286,7 +286,7 @@ fn a_plugin_crashing_during_grant_is_reported_with_its_last_words() {
         .stderr(contains("  | panic: boom in grant"))
         .stderr(contains("report it to the plugin's author"));
     for pid in env.starts() {
-        assert!(wait_dead(pid, Duration::from_secs(2)), "{pid} still runs");
+        assert!(wait_dead(pid, Duration::from_secs(10)), "{pid} still runs");
     }
     let store = env.dir("home").join("credentials");
     let stored = std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0);

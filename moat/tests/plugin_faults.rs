@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use moat::plugin::{Failure, PluginFault, PluginProvider, Timeouts, handshake};
 use moat_plugin_sdk::{Credential, CredentialProvider, ErrorKind, ProviderError};
-use support::{assert_reaped, fast, install, lines_with, starts, wait_dead};
+use support::{assert_cut_after, assert_reaped, fast, install, lines_with, starts, wait_dead};
 
 struct Case {
     _dir: tempfile::TempDir,
@@ -73,11 +73,7 @@ async fn hangs_at_start() {
     };
     let started = Instant::now();
     let fault = failed_handshake(&case, "hangs", timeouts).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_cut_after(started, timeouts.initialize);
     assert_eq!(fault.failure, Failure::Timeout(Duration::from_millis(1500)));
     let text = fault.to_string();
     assert!(text.contains("plugin hangs ("), "{text}");
@@ -96,7 +92,7 @@ async fn hangs_at_start() {
     // The whole process group was killed, the plugin's own child too.
     for child in lines_with(&case.log, "child") {
         assert!(
-            wait_dead(child, Duration::from_secs(2)),
+            wait_dead(child, Duration::from_secs(10)),
             "grandchild {child} survived"
         );
     }
@@ -131,11 +127,7 @@ async fn hangs_in_a_call_then_restarts_on_the_next() {
     };
     let started = Instant::now();
     let err = failed_call(&case, "stuck", timeouts).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_cut_after(started, timeouts.call);
     assert_eq!(err.kind, ErrorKind::Internal);
     assert!(
         err.message
@@ -307,11 +299,7 @@ async fn shutdown_kills_a_plugin_that_ignores_end_of_file() {
     let pid = provider.pid().await.unwrap();
     let started = Instant::now();
     provider.shutdown().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_cut_after(started, timeouts.exit);
     assert_reaped(pid);
 }
 
@@ -325,7 +313,7 @@ async fn dropping_a_running_plugin_kills_and_reaps_it() {
     drop(provider);
     // The reaper task does it in the background: wait for it.
     let start = Instant::now();
-    while support::state(pid).is_some() && start.elapsed() < Duration::from_secs(3) {
+    while support::state(pid).is_some() && start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_reaped(pid);

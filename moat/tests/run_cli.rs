@@ -228,7 +228,7 @@ fn logs_follow_prints_new_lines_until_the_run_stops() {
         .set_state(&mut meta, RunState::Stopped)
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;

@@ -275,6 +275,7 @@ fn cpu_seconds(pid: Option<u32>) -> f64 {
         .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
         .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
+    #[expect(unsafe_code, reason = "sysconf(3): the clock tick rate")]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / hz.max(1.0)
 }

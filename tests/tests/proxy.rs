@@ -696,7 +696,7 @@ fn strict_policy_blocks_unlisted_hosts_and_rules_deny_paths() {
     );
 
     // And on moat proxy's stderr, once per host and reason, with the flag that allows it.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let refusals = loop {
         let stderr = proxy.stderr();
         let lines: Vec<String> = stderr

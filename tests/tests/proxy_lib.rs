@@ -176,12 +176,14 @@ fn stalled_clients_are_cut_after_the_timeouts_while_others_are_served() {
             ("half a ClientHello", &mut half_hello),
         ] {
             let mut buf = Vec::new();
+            // Cut by the 700 ms timeouts; the bound only tells cut from never (a loaded machine
+            // may take a while to get round to it).
             let closed =
-                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
-            assert!(closed.is_ok(), "{name}: still open after 5 s");
+                tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
+            assert!(closed.is_ok(), "{name}: still open after 30 s");
         }
     });
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(30));
     // And still serving.
     assert_eq!(
         client
@@ -333,7 +335,7 @@ fn token_substitution_extra_and_removed_headers_and_response_scrub() {
         Some(format!("Bearer {real}").as_str())
     );
 
-    let lines = read_log(&log, 1, Duration::from_secs(5));
+    let lines = read_log(&log, 1, Duration::from_secs(30));
     let text = serde_json::to_string(&lines).unwrap();
     assert!(!text.contains(real) && !text.contains("REAL-bot"), "{text}");
     assert_eq!(
@@ -422,7 +424,7 @@ fn replace_response_answers_in_the_upstreams_place_as_the_provider_said() {
         6,
         "the upstream was asked every time"
     );
-    let lines = read_log(&log, 6, Duration::from_secs(5));
+    let lines = read_log(&log, 6, Duration::from_secs(30));
     assert_eq!(
         lines[0]["status_code"], 200,
         "the log shows what the client got"
@@ -483,7 +485,7 @@ fn plain_http_is_proxied_without_credentials() {
     );
     assert_eq!(echo["headers"]["x-extra"], "1");
     assert_eq!(echo["headers"]["host"], "plain.example");
-    let lines = read_log(&log, 1, Duration::from_secs(5));
+    let lines = read_log(&log, 1, Duration::from_secs(30));
     assert_eq!(lines[0]["url"], "http://plain.example/echo?q=1");
 }
 
@@ -529,7 +531,7 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
     assert_eq!(response.status(), 407);
     assert_eq!(response.headers()["x-moat-blocked"], "host-service");
     assert!(upstream.seen().is_empty());
-    let lines = read_log(&log, 8, Duration::from_secs(5));
+    let lines = read_log(&log, 8, Duration::from_secs(30));
     assert_eq!(lines.len(), 8);
 }
 
@@ -908,7 +910,7 @@ fn compressed_and_binary_bodies_are_logged_as_markers_not_mojibake() {
             "the client gets the bytes as sent"
         );
     }
-    let lines = read_log(&log, 2, Duration::from_secs(5));
+    let lines = read_log(&log, 2, Duration::from_secs(30));
     assert_eq!(
         lines[0]["resp_body"],
         "[gzip-encoded body, 9 bytes captured, not decoded]"

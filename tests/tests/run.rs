@@ -386,6 +386,7 @@ fn files_written_to_the_workspace_belong_to_its_owner() {
 }
 
 /// Sends SIGINT to `child` once `ready` says so, then waits for it.
+#[expect(unsafe_code, reason = "kill(2): SIGINT, as Ctrl-C")]
 fn interrupt_when(
     mut child: std::process::Child,
     ready: impl Fn() -> bool,

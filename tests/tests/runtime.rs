@@ -351,6 +351,7 @@ async fn ensure_network_is_race_safe_and_refuses_a_network_with_a_way_out() {
 }
 
 #[tokio::test]
+#[expect(unsafe_code, reason = "geteuid(2): are the tests running as root")]
 async fn init_drops_to_the_workspace_owner_propagates_exit_codes_and_trusts_the_ca() {
     let Some(h) = Harness::new("init_drops_to_the_workspace_owner").await else {
         return;
@@ -359,6 +360,7 @@ async fn init_drops_to_the_workspace_owner_propagates_exit_codes_and_trusts_the_
     std::fs::create_dir(&workspace).unwrap();
     // As root (CI), give the workspace an owner that exists nowhere, as a user's checkout would
     // be; otherwise it is the user's. Either way the container runs as that owner.
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         std::os::unix::fs::chown(&workspace, Some(UID), Some(GID)).unwrap();
     }

@@ -319,26 +319,8 @@ async fn dispatch(methods: Methods, id: String, name: String, params: Params<'st
             _ => MethodResponse::error(rpc_id, ErrorObject::from(ErrorCode::MethodNotFound)),
         }
     };
-    let outcome = CatchUnwind(Box::pin(call)).await;
-    let response = match outcome {
-        Ok(response) => String::from(Box::<str>::from(response.into_json())),
-        Err(panic) => {
-            let message = format!("the provider panicked in '{name}': {}", panic_text(&panic));
-            tracing::error!(method = name, "{message}");
-            error_response(
-                &id,
-                INTERNAL_ERROR,
-                &message,
-                Some(ErrorKind::Internal),
-                None,
-            )
-        }
-    };
-    let response = if response.len() > MAX_LINE_BYTES {
-        let message = format!(
-            "the response to '{name}' is {} bytes, over the {MAX_LINE_BYTES}-byte line limit",
-            response.len()
-        );
+    // What the provider got wrong goes to its log and, as an internal error, to the host.
+    let internal = |message: String| {
         tracing::error!(method = name, "{message}");
         error_response(
             &id,
@@ -347,6 +329,20 @@ async fn dispatch(methods: Methods, id: String, name: String, params: Params<'st
             Some(ErrorKind::Internal),
             None,
         )
+    };
+    let outcome = CatchUnwind(Box::pin(call)).await;
+    let response = match outcome {
+        Ok(response) => String::from(Box::<str>::from(response.into_json())),
+        Err(panic) => internal(format!(
+            "the provider panicked in '{name}': {}",
+            panic_text(&panic)
+        )),
+    };
+    let response = if response.len() > MAX_LINE_BYTES {
+        internal(format!(
+            "the response to '{name}' is {} bytes, over the {MAX_LINE_BYTES}-byte line limit",
+            response.len()
+        ))
     } else {
         response
     };

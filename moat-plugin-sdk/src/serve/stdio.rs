@@ -1,6 +1,11 @@
 //! The process around the loop: the `--moat-plugin` check, logging to stderr, and taking the
 //! real stdin/stdout away from provider code.
 
+#![cfg_attr(
+    unix,
+    expect(unsafe_code, reason = "fcntl(2), dup2(2): guarding stdout")
+)]
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
@@ -100,6 +105,7 @@ pub(crate) fn take_stdio() -> io::Result<ProtocolStdio> {
         return Err(io::Error::last_os_error());
     }
     let null = File::open("/dev/null")?;
+    // SAFETY: dup2 of a descriptor we own onto fd 0; `null` is closed afterwards, fd 0 stays.
     if unsafe { libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) } < 0 {
         return Err(io::Error::last_os_error());
     }

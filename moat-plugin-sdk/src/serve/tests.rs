@@ -119,6 +119,8 @@ struct Gated {
     started: Arc<Notify>,
     dropped: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
+    /// Ends the thread-blocking `block` mode (which gives up by itself after [`WAIT`]).
+    unblock: Arc<AtomicBool>,
 }
 
 struct DropFlag(Arc<AtomicBool>);
@@ -147,8 +149,14 @@ impl CredentialProvider for Gated {
             }
             Some("panic") => panic!("provider bug"),
             Some("sleep") => tokio::time::sleep(Duration::from_millis(100)).await,
-            // Blocking code before the first await, as a careless provider writes it.
-            Some("block") => std::thread::sleep(Duration::from_millis(600)),
+            // Blocking code before the first await, as a careless provider writes it: the
+            // thread is held until the test says so.
+            Some("block") => {
+                let started = std::time::Instant::now();
+                while !self.unblock.load(Ordering::SeqCst) && started.elapsed() < WAIT {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             _ => self.release.notified().await,
         }
         self.finished.store(true, Ordering::SeqCst);
@@ -340,21 +348,32 @@ async fn a_slow_call_does_not_block_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn with_worker_threads_blocking_provider_code_does_not_stall_reading() {
-    let mut h = Harness::start(Gated::default());
+    let provider = Gated::default();
+    let (started, finished, unblock) = (
+        Arc::clone(&provider.started),
+        Arc::clone(&provider.finished),
+        Arc::clone(&provider.unblock),
+    );
+    let mut h = Harness::start(provider);
     h.initialize().await;
     h.request(1, "grant", mode("block")).await;
-    let started = std::time::Instant::now();
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .expect("the blocking call started");
+    // Answered while the grant still holds its thread: no clock involved, the grant cannot end
+    // before `unblock` (a stalled reader fails `call` after WAIT instead).
     let answer = h
         .call(2, "configure_proxy", json!({"credential": credential()}))
         .await;
     assert_eq!(answer["id"], 2);
     assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "answered after {:?}, behind the blocked call",
-        started.elapsed()
+        !finished.load(Ordering::SeqCst),
+        "the blocked call ended first"
     );
+    unblock.store(true, Ordering::SeqCst);
     let answer = h.recv().await;
     assert_eq!(answer["id"], 1);
+    assert_eq!(answer["result"]["step"], "done");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

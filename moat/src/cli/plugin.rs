@@ -59,11 +59,7 @@ pub async fn run(args: PluginArgs) -> CliResult {
             println!("  {mark}  {:<width$}  {}", check.name, check.detail);
         }
     }
-    let failed = report
-        .checks
-        .iter()
-        .filter(|c| c.outcome == Outcome::Fail)
-        .count();
+    let failed = report.failed();
     if failed == 0 {
         if !args.json {
             println!("\nAll {} checks passed.", report.checks.len());

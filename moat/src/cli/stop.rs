@@ -174,6 +174,7 @@ fn owner_alive(meta: &RunMetadata) -> bool {
         })
     }
     #[cfg(all(unix, not(target_os = "linux")))]
+    #[expect(unsafe_code, reason = "kill(2) with signal 0: is the process alive")]
     {
         let Ok(pid) = libc::pid_t::try_from(pid) else {
             return false;

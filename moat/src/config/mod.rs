@@ -26,7 +26,7 @@
 //!
 //! [`yaml::from_str`] is the reader, usable for any other YAML file moat reads.
 
-pub mod yaml;
+pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -42,6 +42,7 @@ use aes_gcm::aead::{KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Key};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use zeroize::Zeroize as _;
 
 use crate::home::{MoatHome, atomic_create_new, ensure_private_dir};
 
@@ -248,7 +249,7 @@ impl EncryptionKey {
     pub(crate) fn generate() -> EncryptionKey {
         let mut generated = Aes256Gcm::generate_key(OsRng);
         let key = EncryptionKey(generated.into());
-        wipe(generated.as_mut_slice());
+        generated.as_mut_slice().zeroize();
         key
     }
 
@@ -272,7 +273,7 @@ impl EncryptionKey {
                 reason: format!("{} bytes instead of {KEY_LEN}", bytes.len()),
             }),
         };
-        wipe(&mut bytes);
+        bytes.zeroize();
         result
     }
 
@@ -300,7 +301,7 @@ impl fmt::Debug for EncryptionKey {
 
 impl Drop for EncryptionKey {
     fn drop(&mut self) {
-        wipe(&mut self.0);
+        self.0.zeroize();
     }
 }
 
@@ -309,18 +310,8 @@ struct KeyText(String);
 
 impl Drop for KeyText {
     fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.0).into_bytes();
-        wipe(&mut bytes);
+        self.0.zeroize();
     }
-}
-
-/// Overwrites `bytes` with zeros in a way the optimiser cannot remove.
-pub(crate) fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference to a byte.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    std::sync::atomic::compiler_fence(Ordering::SeqCst);
 }
 
 /// Finds (and, for writers, creates) the key for one moat home and [`KeyConfig`].

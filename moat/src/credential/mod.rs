@@ -1,9 +1,9 @@
 //! The encrypted credential store.
 //!
-//! - [`store`]: [`CredentialStore`], one AES-256-GCM encrypted file per store key
+//! - `store`: [`CredentialStore`], one AES-256-GCM encrypted file per store key
 //!   (`$MOAT_HOME/credentials/<key>.enc`), with a versioned header and the store key as
 //!   associated data so a file cannot be swapped for another provider's.
-//! - [`key`]: the encryption key, in the OS keychain or a `0600` key file, created under a lock so
+//! - `key`: the encryption key, in the OS keychain or a `0600` key file, created under a lock so
 //!   concurrent processes agree on one key.
 //!
 //! ```no_run
@@ -18,8 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod key;
-pub mod store;
+pub(crate) mod key;
+pub(crate) mod store;
 
 pub use key::{KeyBackend, KeyConfig, KeyError};
 pub use store::{CredentialStore, StoreError, StoredEntry, with_profile};

@@ -39,8 +39,9 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::{Aead, AeadCore, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use moat_plugin_sdk::Credential;
+use zeroize::Zeroize as _;
 
-use super::key::{EncryptionKey, KeyConfig, KeyError, KeyManager, wipe};
+use super::key::{EncryptionKey, KeyConfig, KeyError, KeyManager};
 use crate::home::{MoatHome, Profile, atomic_write, ensure_private_dir};
 
 /// Magic bytes opening a versioned credential file.
@@ -259,7 +260,7 @@ impl CredentialStore {
         };
         let mut json = serde_json::to_vec(cred).map_err(|_| encrypt_err())?;
         let sealed = seal(&key, store_key, &json);
-        wipe(&mut json);
+        json.zeroize();
         let bytes = sealed.ok_or_else(encrypt_err)?;
 
         atomic_write(&path, &bytes, 0o600).map_err(|source| StoreError::Io {
@@ -388,7 +389,7 @@ impl CredentialStore {
             Opened::Failed => return Err(decrypt_err()),
         };
         let parsed = serde_json::from_slice::<Credential>(&json);
-        wipe(&mut json);
+        json.zeroize();
         // serde_json's message can quote the input; keep only where it failed.
         parsed.map_err(|e| StoreError::InvalidContent {
             key: store_key.to_owned(),
@@ -559,10 +560,7 @@ mod tests {
     }
 
     #[cfg(unix)]
-    fn mode_of(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
+    use crate::home::mode_of;
 
     #[test]
     fn round_trip() {

@@ -63,11 +63,12 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// True when nothing failed.
-    pub fn passed(&self) -> bool {
+    /// How many checks failed.
+    pub fn failed(&self) -> usize {
         self.checks
             .iter()
-            .all(|check| check.outcome != Outcome::Fail)
+            .filter(|check| check.outcome == Outcome::Fail)
+            .count()
     }
 
     fn record(&mut self, name: &str, outcome: Outcome, detail: impl Into<String>) {

@@ -1,37 +1,37 @@
 //! Out-of-process providers: `moat-provider-<name>` executables speaking protocol v1 (JSON-RPC 2.0,
 //! one message per line on stdio; see `schema/README.md`).
 //!
-//! - [`discovery`]: find the executables on the absolute entries of `PATH`, then in
+//! - `discovery`: find the executables on the absolute entries of `PATH`, then in
 //!   `$MOAT_HOME/plugins/`; report the ones that are not executable or are shadowed.
-//! - [`process`]: start one, talk to it through a JSON-RPC [`client`] over its stdio (read by
-//!   [`transport`]), with a timeout on every call; stop it gracefully or kill it, always reap it.
-//! - [`adapter`]: [`PluginProvider`], the traits implemented by calling the plugin, so the
+//! - `process`: start one, talk to it through a JSON-RPC `client` over its stdio (read by
+//!   `transport`), with a timeout on every call; stop it gracefully or kill it, always reap it.
+//! - `adapter`: [`PluginProvider`], the traits implemented by calling the plugin, so the
 //!   registry, the CLI and the manager cannot tell it from a built-in.
-//! - [`cache`]: the `initialize` answers by binary identity, so listings do not start plugins.
-//! - [`schema`]: answers checked against protocol v1's JSON Schema.
+//! - `cache`: the `initialize` answers by binary identity, so listings do not start plugins.
+//! - `schema`: answers checked against protocol v1's JSON Schema.
 //! - [`pin`]: credentials granted through a plugin go back only to the same executable.
-//! - [`check`]: the conformance check behind `moat plugin check`, for plugin authors.
+//! - `check`: the conformance check behind `moat plugin check`, for plugin authors.
 //!
-//! A plugin's failure travels one way, as a value: [`transport::stdout`] turns the end of the
-//! plugin's stdout or a protocol violation into a [`Failure`]; the [`client`]'s reader hands it to
+//! A plugin's failure travels one way, as a value: `transport::stdout` turns the end of the
+//! plugin's stdout or a protocol violation into a [`Failure`]; the `client`'s reader hands it to
 //! every waiting caller; [`Connection::call`](process::Connection::call) stops and reaps the
-//! process and returns the [`PluginFault`] (with the stderr tail); the [`adapter`] turns that into
+//! process and returns the [`PluginFault`] (with the stderr tail); the `adapter` turns that into
 //! the [`ProviderError`](moat_plugin_sdk::ProviderError) the CLI shows.
 //!
 //! [`Plugins::load`] ties them together for `main`: discover, take what the cache knows, ask the
 //! new or changed binaries in parallel (then stop them), register the rest after the built-ins,
 //! and keep a [`PluginReport`] of everything that went wrong for `moat grant providers`.
 
-pub mod adapter;
-pub mod cache;
-pub mod check;
-pub mod client;
-pub mod discovery;
-pub mod error;
+pub(crate) mod adapter;
+pub(crate) mod cache;
+pub(crate) mod check;
+pub(crate) mod client;
+pub(crate) mod discovery;
+pub(crate) mod error;
 pub mod pin;
-pub mod process;
-pub mod schema;
-pub mod transport;
+pub(crate) mod process;
+pub(crate) mod schema;
+pub(crate) mod transport;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -9,6 +9,14 @@
 //! dies with moat even when moat is killed with SIGKILL; it runs in its own process group, so a
 //! Ctrl-C on the terminal reaches only moat, which then ends its plugins itself.
 
+#![cfg_attr(
+    unix,
+    expect(
+        unsafe_code,
+        reason = "kill(2) of the process group; pre_exec for PR_SET_PDEATHSIG"
+    )
+)]
+
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, RwLock};
@@ -301,7 +309,7 @@ impl Connection {
         self.sha256.as_deref()
     }
 
-    /// Holds back what the plugin logs until the guard is dropped (see [`Shared::hold_output`]).
+    /// Holds back what the plugin logs until the guard is dropped (see `Shared::hold_output`).
     pub fn hold_output(&self) -> OutputHold {
         self.shared.hold_output()
     }
@@ -470,9 +478,9 @@ async fn spawn_child(path: &Path) -> std::io::Result<tokio::process::Child> {
         command.process_group(0);
         #[cfg(target_os = "linux")]
         {
-            // SAFETY: getpid is async-signal-safe; the closure only calls prctl, getppid and
-            // returns, all async-signal-safe, as pre_exec requires.
-            let parent = unsafe { libc::getpid() };
+            let parent = std::process::id();
+            // SAFETY: the closure runs between fork and exec; it only calls prctl and getppid,
+            // both async-signal-safe, and allocates nothing, as pre_exec requires.
             unsafe {
                 command.pre_exec(move || {
                     // Die with the thread that spawned us, i.e. with moat (its runtime's threads
@@ -488,7 +496,7 @@ async fn spawn_child(path: &Path) -> std::io::Result<tokio::process::Child> {
                         return Err(std::io::Error::last_os_error());
                     }
                     // moat died between fork and prctl: do not outlive it.
-                    if libc::getppid() != parent {
+                    if u32::try_from(libc::getppid()).ok() != Some(parent) {
                         return Err(std::io::Error::other(
                             "moat exited while starting the plugin",
                         ));

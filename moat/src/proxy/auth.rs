@@ -17,7 +17,7 @@ use super::respond::text;
 use super::runs::{Run, RunRegistry, TokenHash};
 
 /// The run the request's `Proxy-Authorization` opens, or the `407` to answer.
-#[allow(clippy::result_large_err, reason = "the error is the response to send")]
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
 pub(crate) fn authenticate(
     registry: &RunRegistry,
     headers: &HeaderMap,

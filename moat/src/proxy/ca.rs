@@ -451,10 +451,7 @@ mod tests {
     use super::*;
 
     #[cfg(unix)]
-    fn mode_of(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
+    use crate::home::mode_of;
 
     /// A TLS handshake in memory: a client trusting only `ca` connects to `name`, the server
     /// presents `config`.

@@ -7,18 +7,18 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`ca`] | the CA under `$MOAT_HOME/proxy/ca/`, one leaf per host, bounded cache |
-//! | [`runs`] | runs, their tokens, rules and policy; atomic replace; removal |
+//! | `ca` | the CA under `$MOAT_HOME/proxy/ca/`, one leaf per host, bounded cache |
+//! | `runs` | runs, their tokens, rules and policy; atomic replace; removal |
 //! | `auth` | `Proxy-Authorization` (Basic password or Bearer) → run, else `407` |
 //! | `listener` | binding, the accept loop, dispatch: `CONNECT`, absolute-URI requests, else `400` |
 //! | `tunnel` | `CONNECT` → policy → TLS with a minted leaf (SNI checked) → h1/h2 inside |
 //! | `pipeline` | one forwarded request in named steps: policy, rules in, upstream, upgrade relay, response shaping, log line |
 //! | `hop` | hop-by-hop headers and connection upgrades |
 //! | `inject` | the rules applied per request and response (header scrubbing included); the log redactor |
-//! | [`policy`] | permissive/strict, host patterns, method and path rules |
+//! | `policy` | permissive/strict, host patterns, method and path rules |
 //! | `blocked` | a refusal: its `407` text, `X-Moat-Blocked` reason, the flag that allows it, the [`Blocked`] event |
-//! | [`log`] | `network.jsonl`, one redacted line per request |
-//! | [`upstream`] | verified TLS to real hosts, extra CA file, `MOAT_PROXY_RESOLVE` |
+//! | `log` | `network.jsonl`, one redacted line per request |
+//! | `upstream` | verified TLS to real hosts, extra CA file, `MOAT_PROXY_RESOLVE` |
 //! | `glob` | path globs (`*`, `**`) of network rules and response replacements |
 //! | `host`, `body`, `respond` | host patterns, streaming body wrappers, the proxy's own responses |
 //!
@@ -41,19 +41,19 @@
 mod auth;
 mod blocked;
 mod body;
-pub mod ca;
+pub(crate) mod ca;
 mod glob;
 mod hop;
 mod host;
 mod inject;
 mod listener;
-pub mod log;
+pub(crate) mod log;
 mod pipeline;
-pub mod policy;
+pub(crate) mod policy;
 mod respond;
-pub mod runs;
+pub(crate) mod runs;
 mod tunnel;
-pub mod upstream;
+pub(crate) mod upstream;
 
 pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};
@@ -68,6 +68,7 @@ pub use upstream::{RESOLVE_ENV, ResolveOverrides, UpstreamConfig, UpstreamError}
 /// Raises this process's soft limit on open files to its hard limit (at most 65536): every proxied
 /// connection takes two descriptors. Returns the new soft limit.
 #[cfg(unix)]
+#[expect(unsafe_code, reason = "getrlimit(2), setrlimit(2)")]
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -73,7 +73,7 @@ impl Scheme {
 type Refusal = (Response<ProxyBody>, Option<String>);
 
 /// Every host the request names (`Host`, the URI's authority) must be `target`.
-#[allow(clippy::result_large_err, reason = "the error is the response to send")]
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
 pub(crate) fn host_agrees(
     request: &Request<Incoming>,
     target: &Target,

@@ -11,6 +11,11 @@
 //! `strict` for a host that is reachable only because it has rules: there only what the rules
 //! allow passes.
 
+#![cfg_attr(
+    unix,
+    expect(unsafe_code, reason = "getifaddrs(3): this machine's addresses")
+)]
+
 use serde::{Deserialize, Serialize};
 
 use super::glob::PathGlob;

@@ -151,7 +151,7 @@ impl Default for UpstreamConfig {
 }
 
 impl UpstreamConfig {
-    /// The defaults, with [`EXTRA_CA_ENV`] and [`RESOLVE_ENV`] read from the environment.
+    /// The defaults, with `MOAT_EXTRA_CA_CERTS` and [`RESOLVE_ENV`] read from the environment.
     pub fn from_env() -> Result<UpstreamConfig, UpstreamError> {
         let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
         Ok(UpstreamConfig {

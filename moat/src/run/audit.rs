@@ -27,6 +27,11 @@
 //! returned would defeat the log's purpose; an append costs a few milliseconds, so call it off
 //! any latency-sensitive path (e.g. `spawn_blocking`).
 
+#![cfg_attr(
+    unix,
+    expect(unsafe_code, reason = "flock(2): one writer appends at a time")
+)]
+
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};

@@ -144,6 +144,7 @@ impl ContainerEnv {
     }
 
     /// The value of `name`, if set.
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
@@ -152,6 +153,7 @@ impl ContainerEnv {
     }
 
     /// The variables, in the order they were first set.
+    #[cfg(test)]
     pub fn vars(&self) -> &[EnvVar] {
         &self.vars
     }

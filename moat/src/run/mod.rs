@@ -2,17 +2,17 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`id`] | [`RunId`]: `run_` + 12 hex from the system CSPRNG |
-//! | [`name`] | run names: validation, random `adjective-animal` |
-//! | [`metadata`] | [`RunMetadata`] (`metadata.json`) and the [`RunState`] machine |
-//! | [`store`] | [`RunStore`]: `$MOAT_HOME/runs/<id>/`, create, save, list, resolve, remove |
-//! | [`logs`] | `logs.jsonl`: [`LogWriter`] fed with raw output, [`LogReader`] for tail and follow |
+//! | `id` | [`RunId`]: `run_` + 12 hex from the system CSPRNG |
+//! | `name` | run names: validation, random `adjective-animal` |
+//! | `metadata` | [`RunMetadata`] (`metadata.json`) and the [`RunState`] machine |
+//! | `store` | [`RunStore`]: `$MOAT_HOME/runs/<id>/`, create, save, list, resolve, remove |
+//! | `logs` | `logs.jsonl`: [`LogWriter`] fed with raw output, [`LogReader`] for tail and follow |
 //! | [`audit`] | `audit.jsonl`: the hash-chained [`AuditLog`] (one writer) and [`audit::verify`] |
 //! | [`network`] | reading the proxy's `network.jsonl` for `moat trace` |
 //! | [`manager`] | the manager: one run from its grants to its exit code, and everything given back |
-//! | [`container_env`] | the container's environment: proxy, CA, placeholders, the user's variables |
-//! | [`proxy_host`] | where the run's proxy lives (in this process today; a daemon later) |
-//! | [`refresh`] | renewing credentials before they expire, swapping the run's rules in place |
+//! | `container_env` | the container's environment: proxy, CA, placeholders, the user's variables |
+//! | `proxy_host` | where the run's proxy lives (in this process today; a daemon later) |
+//! | `refresh` | renewing credentials before they expire, swapping the run's rules in place |
 //!
 //! The manager uses only the public API of the storage modules. A run's life on disk, in the
 //! order the manager goes through it:
@@ -53,16 +53,16 @@
 //! ```
 
 pub mod audit;
-pub mod container_env;
-pub mod id;
-pub mod logs;
+pub(crate) mod container_env;
+pub(crate) mod id;
+pub(crate) mod logs;
 pub mod manager;
-pub mod metadata;
-pub mod name;
+pub(crate) mod metadata;
+pub(crate) mod name;
 pub mod network;
-pub mod proxy_host;
-pub mod refresh;
-pub mod store;
+pub(crate) mod proxy_host;
+pub(crate) mod refresh;
+pub(crate) mod store;
 
 pub use audit::{AuditEntry, AuditError, AuditEvent, AuditLog, Tamper, Verification};
 pub use id::RunId;

@@ -1,4 +1,4 @@
-//! Reading a run's `network.jsonl`, the request log the proxy writes ([`crate::proxy::log`]), for
+//! Reading a run's `network.jsonl`, the request log the proxy writes (`proxy::log`), for
 //! `moat trace --network`.
 //!
 //! Fields the proxy may add later are ignored; a line that does not parse (a torn last line

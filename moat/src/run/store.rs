@@ -368,10 +368,7 @@ mod tests {
     }
 
     #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
+    use crate::home::mode_of as mode;
 
     #[test]
     fn create_save_load_with_private_modes() {

@@ -4,9 +4,9 @@
 //! with a fake and another engine can slot in later. [`DockerRuntime`] implements it through
 //! bollard. Around it, one module per job:
 //!
-//! - [`connect`]: which engine (`DOCKER_HOST`, `DOCKER_CONTEXT`, the CLI's current context);
-//! - [`docker`]: the Docker Engine API calls;
-//! - [`network`]: the shared `moat` network (internal, no inter-container traffic), whose
+//! - `connect`: which engine (`DOCKER_HOST`, `DOCKER_CONTEXT`, the CLI's current context);
+//! - `docker`: the Docker Engine API calls;
+//! - `network`: the shared `moat` network (internal, no inter-container traffic), whose
 //!   gateway address is where moat's proxy listens;
 //! - [`image`]: which image to run, and the generated Dockerfile for `dependencies:`;
 //! - [`init`]: the init script moat mounts (not bakes) into every container: CA trust, the
@@ -47,12 +47,12 @@
 //! # let _ = code; Ok(()) }
 //! ```
 
-pub mod connect;
-pub mod docker;
-pub mod error;
+pub(crate) mod connect;
+pub(crate) mod docker;
+pub(crate) mod error;
 pub mod image;
 pub mod init;
-pub mod network;
+pub(crate) mod network;
 pub mod progress;
 mod tty;
 

@@ -28,7 +28,7 @@ pub const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 /// The network to ensure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {
-    /// Its name ([`DEFAULT_NETWORK`] unless a test wants its own).
+    /// Its name (`DEFAULT_NETWORK`, `moat`, unless a test wants its own).
     pub name: String,
     /// Labels set when moat creates it.
     pub labels: BTreeMap<String, String>,

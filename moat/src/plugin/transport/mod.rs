@@ -2,11 +2,11 @@
 //!
 //! The transport is split by job, so each rule has one home:
 //!
-//! - [`stdout`]: one JSON-RPC message per line ([`moat_plugin_sdk::wire`]'s framing, shared with
+//! - `stdout`: one JSON-RPC message per line ([`moat_plugin_sdk::wire`]'s framing, shared with
 //!   the plugin side); hands on the responses, routes `$/log`, and turns what is fatal (a line
 //!   too long, not JSON-RPC, end of output) into the [`Failure`](super::Failure) the caller gets.
-//! - [`stderr`]: the plugin's log lines, structured or not, each cut to a bounded length.
-//! - [`hold`]: where what the plugin says goes: to moat's log under [`LOG_TARGET`], or held back
+//! - `stderr`: the plugin's log lines, structured or not, each cut to a bounded length.
+//! - `hold`: where what the plugin says goes: to moat's log under [`LOG_TARGET`], or held back
 //!   while a call that may return a new secret is in flight.
 //! - here, [`Shared`]: the plugin's identity, the secrets scrubbed from everything it says (one
 //!   [`SecretSet`]), and the tail of what it said, for error reports.
@@ -14,9 +14,9 @@
 //! Nothing the plugin says reaches a log, an error or the tail before it went through
 //! [`Shared::said`], which redacts it.
 
-pub mod hold;
-pub mod stderr;
-pub mod stdout;
+pub(crate) mod hold;
+pub(crate) mod stderr;
+pub(crate) mod stdout;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ use moat_plugin_sdk::{Secret, SecretSet};
 
 pub use hold::OutputHold;
 pub use stderr::{STDERR_TAIL_LINES, forward_stderr};
-pub use stdout::{LineReceiver, Response};
+pub use stdout::LineReceiver;
 
 /// The `tracing` target of everything a plugin says.
 pub const LOG_TARGET: &str = "moat::plugin";
