@@ -3,12 +3,12 @@
 //! Thin: merge the flags over `moat.yaml`, resolve the grants (all problems at once, before
 //! anything is created), hand the rest to the manager, and turn its outcome into moat's exit code.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use moat_plugin_sdk::EnvVar;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::{CliError, Context, code};
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::proxy::{Blocked, NetworkPolicy, PolicyMode};
 use crate::run::container_env::parse_flag;
 use crate::run::manager::{Manager, RunIo, RunReporter, RunRequest};
+use crate::run::terminal::{StdinTerminal, stdin_reader};
 use crate::runtime::progress::{Progress, stderr_progress};
 use crate::runtime::{BindMount, DockerRuntime, ImageRequest, image};
 
@@ -170,7 +171,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     }
 
     let interactive = args.interactive || config.interactive;
-    let tty = interactive && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = interactive && StdinTerminal::available();
     let request = RunRequest {
         workspace,
         command,
@@ -201,11 +202,22 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     let io = RunIo {
         stdout: Box::new(tokio::io::stdout()),
         stderr: Box::new(tokio::io::stderr()),
-        stdin: interactive.then(|| Box::new(tokio::io::stdin()) as _),
+        // Not tokio's stdin: its blocked read would hold moat at exit until a key press.
+        stdin: interactive.then(|| Box::new(stdin_reader()) as _),
+        terminal: tty.then(|| Box::new(StdinTerminal::new()) as _),
     };
     let (stop_tx, stop) = watch::channel(false);
+    // Registered here, not when a task first polls them: a Ctrl-C the moment the run begins
+    // must stop it (and its cleanup) rather than kill moat with the default action.
+    let watch_signal =
+        |kind| signal(kind).map_err(|err| CliError::new(format!("cannot watch for Ctrl-C: {err}")));
+    let mut interrupt = watch_signal(SignalKind::interrupt())?;
+    let mut terminate = watch_signal(SignalKind::terminate())?;
     let signals = tokio::spawn(async move {
-        super::proxy::wait_for_stop().await;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
         let _ = stop_tx.send(true);
     });
     let outcome = manager.run(request, resolved, io, stop).await;
