@@ -855,10 +855,17 @@ fn ctrl_c_at_any_moment_of_the_start_leaves_nothing() {
     let Some((env, _upstream)) = github_env("run_ctrl_c_start") else {
         return;
     };
-    // Interrupts land across the start: grants, proxy, network, create, start, running. Each
-    // run ends as Ctrl-C should (130, or killed by SIGINT before moat watched for it), and none
-    // leaves a container or a run that looks alive.
-    for delay_ms in [100, 250, 400, 550, 700, 900, 1200] {
+    // How long a start takes here and now (a run interrupted once it runs), then interrupts
+    // spread across that time: grants, proxy, network, create, start. Each run ends as Ctrl-C
+    // should (130, or killed by SIGINT before moat watched for it), and none leaves a container
+    // or a run that looks alive.
+    let started = Instant::now();
+    let child = spawn_run(&env, &["--grant", "github", "--", "sleep", "300"]);
+    let status = interrupt_when(child, || running_container(&env).is_some());
+    let start_time = started.elapsed();
+    assert_eq!(status.code(), Some(130));
+    for tenth in 0..10 {
+        let delay = start_time * tenth / 10;
         let mut cmd = Command::new(moat_tests::moat_bin());
         cmd.env_clear()
             .envs(env.vars())
@@ -868,7 +875,7 @@ fn ctrl_c_at_any_moment_of_the_start_leaves_nothing() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let child = cmd.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(delay);
         let pid = libc::pid_t::try_from(child.id()).unwrap();
         // SAFETY: signalling a child process we started and have not reaped.
         unsafe { libc::kill(pid, libc::SIGINT) };
@@ -876,7 +883,7 @@ fn ctrl_c_at_any_moment_of_the_start_leaves_nothing() {
         use std::os::unix::process::ExitStatusExt;
         assert!(
             out.status.code() == Some(130) || out.status.signal() == Some(libc::SIGINT),
-            "after {delay_ms} ms: {:?}\n{}",
+            "after {delay:?}: {:?}\n{}",
             out.status,
             text(&out.stderr)
         );
