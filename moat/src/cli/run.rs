@@ -204,7 +204,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         stderr: Box::new(tokio::io::stderr()),
         // Not tokio's stdin: its blocked read would hold moat at exit until a key press.
         stdin: interactive.then(|| Box::new(stdin_reader()) as _),
-        terminal: tty.then(|| Box::new(StdinTerminal::new()) as _),
+        terminal: tty.then(|| Box::new(StdinTerminal::open()) as _),
     };
     let (stop_tx, stop) = watch::channel(false);
     // Registered here, not when a task first polls them: a Ctrl-C the moment the run begins

@@ -107,7 +107,7 @@ impl StdinTerminal {
     }
 
     /// The terminal, watching its size from now on. Needs a tokio runtime.
-    pub fn new() -> StdinTerminal {
+    pub fn open() -> StdinTerminal {
         use tokio::signal::unix::{SignalKind, signal};
         StdinTerminal {
             winch: signal(SignalKind::window_change()).ok(),
