@@ -737,7 +737,12 @@ fn interactive_run_on_a_terminal_is_raw_sized_and_restored() {
     let Some((env, _upstream)) = github_env("run_tty") else {
         return;
     };
-    let mut pty = Pty::spawn(&env, &["-i", "-e", "PS1=tty> ", "--", "sh"], 30, 100);
+    let mut pty = Pty::spawn(
+        &env,
+        &["-i", "--policy", "strict", "-e", "PS1=tty> ", "--", "sh"],
+        30,
+        100,
+    );
     let before = pty.settings();
     let mut at = pty.expect("Started ", 0);
     // The shell's prompt, from the container's TTY.
@@ -772,10 +777,22 @@ fn interactive_run_on_a_terminal_is_raw_sized_and_restored() {
         assert!(Instant::now() < deadline, "never resized:\n{}", pty.screen());
     }
     at = pty.screen().len();
+    // moat's own lines while the terminal is raw still return the cursor.
+    pty.type_keys("curl -s https://example.com/; echo curl-done\r");
+    let end = pty.expect("--allow example.com", at);
+    pty.expect("curl-done", at);
+    let screen = pty.screen();
+    let line_end = screen[end..].find('\n').unwrap() + end;
+    assert_eq!(
+        &screen[line_end - 1..=line_end],
+        "\r\n",
+        "a bare newline in raw mode:\n{screen}"
+    );
+    at = pty.screen().len();
     // Ctrl-C goes through the TTY to the command, as with `docker run -it`: the shell's child
     // dies, the shell and the run go on.
-    pty.type_keys("sleep 300\r");
-    std::thread::sleep(Duration::from_millis(500));
+    pty.type_keys("sh -c 'echo sleeping-$((2+3)); exec sleep 300'\r");
+    at = pty.expect("sleeping-5", at);
     pty.type_keys("\x03");
     pty.type_keys("echo alive-$((1+1))\r");
     at = pty.expect("alive-2", at);

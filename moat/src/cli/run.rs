@@ -3,6 +3,7 @@
 //! Thin: merge the flags over `moat.yaml`, resolve the grants (all problems at once, before
 //! anything is created), hand the rest to the manager, and turn its outcome into moat's exit code.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -196,6 +197,11 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         runtime: Arc::new(runtime),
         reporter: Arc::new(TerminalReporter {
             progress: stderr_progress(),
+            eol: if std::io::stderr().is_terminal() {
+                "\r\n"
+            } else {
+                "\n"
+            },
         }),
         upstream,
     };
@@ -260,26 +266,29 @@ fn policy_of(args: &RunArgs, config: &Config) -> Result<NetworkPolicy, CliError>
 /// Status lines and warnings on stderr; progress as the runtime draws it on a terminal.
 struct TerminalReporter {
     progress: Box<dyn Progress>,
+    /// `\r\n` on a terminal: while `-i` holds it raw, a bare `\n` would not return the
+    /// cursor (harmless otherwise); `\n` anywhere else.
+    eol: &'static str,
 }
 
 impl RunReporter for TerminalReporter {
     fn status(&self, line: &str) {
         let dim = anstyle::Style::new().dimmed();
-        anstream::eprintln!("{dim}{line}{dim:#}");
+        anstream::eprint!("{dim}{line}{dim:#}{}", self.eol);
     }
 
     fn warn(&self, line: &str) {
         let yellow = anstyle::Style::new()
             .bold()
             .fg_color(Some(anstyle::AnsiColor::Yellow.into()));
-        anstream::eprintln!("{yellow}warning:{yellow:#} {line}");
+        anstream::eprint!("{yellow}warning:{yellow:#} {line}{}", self.eol);
     }
 
     fn blocked(&self, blocked: &Blocked) {
         let yellow = anstyle::Style::new()
             .bold()
             .fg_color(Some(anstyle::AnsiColor::Yellow.into()));
-        anstream::eprintln!("{yellow}moat:{yellow:#} {blocked}");
+        anstream::eprint!("{yellow}moat:{yellow:#} {blocked}{}", self.eol);
     }
 
     fn progress(&self) -> &dyn Progress {
