@@ -592,6 +592,31 @@ fn interactive_stdin_from_a_pipe_reaches_the_command_and_its_end_closes_it() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "one\ntwo\neof-seen\n");
+    // A stdin that never ends does not hold moat once the command is done (tokio's stdin would:
+    // its read cannot be cancelled, and the runtime waits for it at exit).
+    let mut child = Command::new(moat_tests::moat_bin())
+        .env_clear()
+        .envs(env.vars())
+        .current_dir(env.work_dir())
+        .args(["run", "-i", "--", "true"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _open_stdin = child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("moat -i did not exit while its stdin stayed open");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
     let run = &runs(&env)[0];
     assert_eq!(run["interactive"], true, "{run}");
     assert_eq!(run["state"], "stopped", "{run}");
