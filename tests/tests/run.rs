@@ -799,7 +799,11 @@ fn interactive_run_on_a_terminal_is_raw_sized_and_restored() {
         if pty.screen()[at..].contains("40 120") {
             break;
         }
-        assert!(Instant::now() < deadline, "never resized:\n{}", pty.screen());
+        assert!(
+            Instant::now() < deadline,
+            "never resized:\n{}",
+            pty.screen()
+        );
     }
     at = pty.screen().len();
     // moat's own lines while the terminal is raw still return the cursor.
@@ -1135,5 +1139,31 @@ curl -sS --max-time 20 -o /dev/null https://example.com/ 2>/dev/null || echo oth
     );
     assert_eq!(run["state"], "stopped", "{run}");
     assert_no_secret(&[&out.stdout, &out.stderr], TOKEN);
+    assert_no_containers(&env);
+}
+
+#[test]
+fn a_terminal_that_goes_away_stops_the_run_and_cleans_up() {
+    let Some((env, _upstream)) = github_env("run_tty_hangup") else {
+        return;
+    };
+    let mut pty = Pty::spawn(&env, &["-i", "-e", "PS1=tty> ", "--", "sh"], 24, 80);
+    let at = pty.expect("Started ", 0);
+    pty.expect("tty> ", at);
+    // The terminal window closes: its controlling process gets SIGHUP.
+    let pid = libc::pid_t::try_from(pty.child.id()).unwrap();
+    // SAFETY: signalling a child process we started and have not reaped.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = pty.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "moat ignored SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130), "{}", pty.screen());
+    let run = &runs(&env)[0];
+    assert_eq!(run["state"], "stopped", "{run}");
     assert_no_containers(&env);
 }

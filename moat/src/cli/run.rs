@@ -214,15 +214,18 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     };
     let (stop_tx, stop) = watch::channel(false);
     // Registered here, not when a task first polls them: a Ctrl-C the moment the run begins
-    // must stop it (and its cleanup) rather than kill moat with the default action.
+    // must stop it (and its cleanup) rather than kill moat with the default action. A closed
+    // terminal (SIGHUP) stops the run too, instead of leaving its container behind.
     let watch_signal =
         |kind| signal(kind).map_err(|err| CliError::new(format!("cannot watch for Ctrl-C: {err}")));
     let mut interrupt = watch_signal(SignalKind::interrupt())?;
     let mut terminate = watch_signal(SignalKind::terminate())?;
+    let mut hangup = watch_signal(SignalKind::hangup())?;
     let signals = tokio::spawn(async move {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
         }
         let _ = stop_tx.send(true);
     });
