@@ -1167,3 +1167,15 @@ fn a_terminal_that_goes_away_stops_the_run_and_cleans_up() {
     assert_eq!(run["state"], "stopped", "{run}");
     assert_no_containers(&env);
 }
+
+#[test]
+fn a_command_on_a_terminal_starts_at_the_terminals_size() {
+    let Some((env, _upstream)) = github_env("run_tty_initial_size") else {
+        return;
+    };
+    // Read at once, before any resize could arrive: the size is the container's from creation.
+    let mut pty = Pty::spawn(&env, &["-i", "--", "stty", "size"], 33, 111);
+    pty.expect("33 111", 0);
+    assert!(pty.child.wait().unwrap().success(), "{}", pty.screen());
+    assert_no_containers(&env);
+}

@@ -421,6 +421,13 @@ impl Manager {
         spec.extra_hosts.push((PROXY_HOST.into(), network.gateway));
         spec.tty = request.tty;
         spec.open_stdin = request.interactive;
+        if request.tty {
+            spec.console_size = io
+                .terminal
+                .as_ref()
+                .and_then(|terminal| terminal.size())
+                .map(|size| (size.rows, size.cols));
+        }
         let mut options = InitOptions::owner_of(workspace)?;
         options.firewall = strict.then_some(proxy_addr);
         init.apply(&mut spec, &options);
