@@ -73,7 +73,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
-    /// Keep stdin open (and use a TTY when stdin is a terminal).
+    /// Keep stdin open. On a terminal: a TTY of its size, and the terminal raw while the command
+    /// runs (Ctrl-C goes to the command; SIGTERM or `moat stop` stops the run).
     #[arg(short, long)]
     interactive: bool,
 
