@@ -1165,6 +1165,9 @@ fn a_terminal_that_goes_away_stops_the_run_and_cleans_up() {
     assert_eq!(status.code(), Some(130), "{}", pty.screen());
     let run = &runs(&env)[0];
     assert_eq!(run["state"], "stopped", "{run}");
+    // The shell (which ignores SIGTERM) ended on the hangup moat passed on (128 + SIGHUP), not
+    // on the SIGKILL after the stop's grace period.
+    assert_eq!(run["exit_code"], 129, "{run}");
     assert_no_containers(&env);
 }
 

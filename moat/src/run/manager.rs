@@ -527,6 +527,13 @@ impl Manager {
                     if let Some(meta) = acquired.meta.as_mut() {
                         let _ = runs.set_state(meta, RunState::Stopping);
                     }
+                    // On a TTY the command is likely an interactive shell, which ignores
+                    // SIGTERM: hang up its terminal first, as closing a terminal window would.
+                    if request.tty
+                        && let Err(err) = self.runtime.kill(&container, "HUP").await
+                    {
+                        tracing::debug!(%err, "cannot send SIGHUP to the container");
+                    }
                     if let Err(err) = self.runtime.stop(&container, STOP_GRACE).await {
                         self.reporter.warn(&format!("cannot stop the container: {err}"));
                     }
