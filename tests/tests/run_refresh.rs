@@ -167,6 +167,7 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
         stdout: Box::new(tokio::io::sink()),
         stderr: Box::new(tokio::io::sink()),
         stdin: None,
+        terminal: None,
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let outcome = manager.run(request, grants, io, stopped).await.unwrap();

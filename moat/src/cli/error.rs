@@ -28,6 +28,8 @@ pub mod code {
     pub const NEEDS_INPUT: u8 = 5;
     /// The credential store cannot be read (changed key, corrupted file, unsafe key file).
     pub const STORE: u8 = 6;
+    /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// What failed, what to do about it, and the exit code.
@@ -228,6 +230,8 @@ impl From<RunFailure> for CliError {
                 cli.message = format!("{grant}: {}", cli.message);
                 cli
             }
+            // 128 + SIGINT, as after a Ctrl-C while the command runs.
+            RunFailure::Interrupted => CliError::new(err.to_string()).code(code::INTERRUPTED),
             RunFailure::Workspace { .. } => {
                 let hint = err.hint();
                 let cli = CliError::new(err.to_string()).code(code::USAGE);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use moat_plugin_sdk::EnvVar;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::network::NetworkArgs;
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::proxy::Blocked;
 use crate::run::container_env::parse_flag;
 use crate::run::manager::{Manager, RunIo, RunReporter, RunRequest};
+use crate::run::terminal::{StdinTerminal, stdin_reader};
 use crate::runtime::progress::{Progress, stderr_progress};
 use crate::runtime::{BindMount, DockerRuntime, ImageRequest, image};
 
@@ -72,7 +74,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
-    /// Keep stdin open (and use a TTY when stdin is a terminal).
+    /// Keep stdin open. On a terminal: a TTY of its size, and the terminal raw while the command
+    /// runs (Ctrl-C goes to the command; SIGTERM or `moat stop` stops the run).
     #[arg(short, long)]
     interactive: bool,
 
@@ -159,7 +162,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     }
 
     let interactive = args.interactive || config.interactive;
-    let tty = interactive && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = interactive && StdinTerminal::available();
     let request = RunRequest {
         workspace,
         command,
@@ -184,17 +187,36 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         runtime: Arc::new(runtime),
         reporter: Arc::new(TerminalReporter {
             progress: stderr_progress(),
+            eol: if std::io::stderr().is_terminal() {
+                "\r\n"
+            } else {
+                "\n"
+            },
         }),
         upstream,
     };
     let io = RunIo {
         stdout: Box::new(tokio::io::stdout()),
         stderr: Box::new(tokio::io::stderr()),
-        stdin: interactive.then(|| Box::new(tokio::io::stdin()) as _),
+        // Not tokio's stdin: its blocked read would hold moat at exit until a key press.
+        stdin: interactive.then(|| Box::new(stdin_reader()) as _),
+        terminal: tty.then(|| Box::new(StdinTerminal::open()) as _),
     };
     let (stop_tx, stop) = watch::channel(false);
+    // Registered here, not when a task first polls them: a Ctrl-C the moment the run begins
+    // must stop it (and its cleanup) rather than kill moat with the default action. A closed
+    // terminal (SIGHUP) stops the run too, instead of leaving its container behind.
+    let watch_signal =
+        |kind| signal(kind).map_err(|err| CliError::new(format!("cannot watch for Ctrl-C: {err}")));
+    let mut interrupt = watch_signal(SignalKind::interrupt())?;
+    let mut terminate = watch_signal(SignalKind::terminate())?;
+    let mut hangup = watch_signal(SignalKind::hangup())?;
     let signals = tokio::spawn(async move {
-        super::proxy::wait_for_stop().await;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
         let _ = stop_tx.send(true);
     });
     let outcome = manager.run(request, resolved, io, stop).await;
@@ -218,26 +240,29 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
 /// Status lines and warnings on stderr; progress as the runtime draws it on a terminal.
 struct TerminalReporter {
     progress: Box<dyn Progress>,
+    /// `\r\n` on a terminal: while `-i` holds it raw, a bare `\n` would not return the
+    /// cursor (harmless otherwise); `\n` anywhere else.
+    eol: &'static str,
 }
 
 impl RunReporter for TerminalReporter {
     fn status(&self, line: &str) {
         let dim = anstyle::Style::new().dimmed();
-        anstream::eprintln!("{dim}{line}{dim:#}");
+        anstream::eprint!("{dim}{line}{dim:#}{}", self.eol);
     }
 
     fn warn(&self, line: &str) {
         let yellow = anstyle::Style::new()
             .bold()
             .fg_color(Some(anstyle::AnsiColor::Yellow.into()));
-        anstream::eprintln!("{yellow}warning:{yellow:#} {line}");
+        anstream::eprint!("{yellow}warning:{yellow:#} {line}{}", self.eol);
     }
 
     fn blocked(&self, blocked: &Blocked) {
         let yellow = anstyle::Style::new()
             .bold()
             .fg_color(Some(anstyle::AnsiColor::Yellow.into()));
-        anstream::eprintln!("{yellow}moat:{yellow:#} {blocked}");
+        anstream::eprint!("{yellow}moat:{yellow:#} {blocked}{}", self.eol);
     }
 
     fn progress(&self) -> &dyn Progress {

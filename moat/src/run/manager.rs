@@ -31,6 +31,7 @@ use super::metadata::{RunMetadata, RunState};
 use super::proxy_host::{InProcessProxy, ProxyHost, ProxyStartError};
 use super::refresh::{RefreshEvent, RefreshSink, RefreshTarget, Refresher};
 use super::store::{RunPaths, RunStore, RunStoreError};
+use super::terminal::{HostTerminal, RawMode, TtySize};
 use crate::credential::CredentialStore;
 use crate::home::MoatHome;
 use crate::provider::{GrantsError, ResolvedGrant};
@@ -189,6 +190,9 @@ pub struct RunIo {
     pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
     /// What feeds the container's stdin (interactive runs).
     pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    /// The host terminal of a TTY run ([`RunRequest::tty`]): raw while the command runs, its
+    /// size passed on to the container's TTY.
+    pub terminal: Option<Box<dyn HostTerminal>>,
 }
 
 /// What the manager needs, besides the request.
@@ -423,6 +427,13 @@ impl Manager {
         spec.extra_hosts.push((PROXY_HOST.into(), network.gateway));
         spec.tty = request.tty;
         spec.open_stdin = request.interactive;
+        if request.tty {
+            spec.console_size = io
+                .terminal
+                .as_ref()
+                .and_then(|terminal| terminal.size())
+                .map(|size| (size.rows, size.cols));
+        }
         let mut options = InitOptions::owner_of(workspace)?;
         options.firewall = strict.then_some(proxy_addr);
         init.apply(&mut spec, &options);
@@ -455,6 +466,10 @@ impl Manager {
             runs.set_state(meta, RunState::Running)?;
         }
         self.reporter.status(&format!("Started {name} ({id})"));
+        let (mut raw_mode, resizer) = match io.terminal.take() {
+            Some(terminal) if request.tty => self.attach_terminal(terminal, &container).await,
+            _ => (None, None),
+        };
 
         // While it runs: refresh, output, stdin.
         let sink = Arc::new(ProxySink {
@@ -515,9 +530,19 @@ impl Manager {
                 }
                 _ = wait_stop(stop), if !stopped => {
                     stopped = true;
+                    // Stopped from outside (SIGTERM, a SIGINT not typed here): the terminal is
+                    // the user's again before moat says anything.
+                    drop(raw_mode.take());
                     self.reporter.status(&format!("Stopping run {id}..."));
                     if let Some(meta) = acquired.meta.as_mut() {
                         let _ = runs.set_state(meta, RunState::Stopping);
+                    }
+                    // On a TTY the command is likely an interactive shell, which ignores
+                    // SIGTERM: hang up its terminal first, as closing a terminal window would.
+                    if request.tty
+                        && let Err(err) = self.runtime.kill(&container, "HUP").await
+                    {
+                        tracing::debug!(%err, "cannot send SIGHUP to the container");
                     }
                     if let Err(err) = self.runtime.stop(&container, STOP_GRACE).await {
                         self.reporter.warn(&format!("cannot stop the container: {err}"));
@@ -536,6 +561,10 @@ impl Manager {
                 .reporter
                 .warn("the container's output did not end; stopped reading it"),
         }
+        if let Some(resizer) = resizer {
+            resizer.abort();
+        }
+        drop(raw_mode);
         let code = exit?;
         // `moat stop` from another process marks the run `stopping` before stopping it.
         let stopped_elsewhere = runs
@@ -560,6 +589,40 @@ impl Manager {
             exit_code: Some(code),
             stopped: stopped || stopped_elsewhere,
         })
+    }
+
+    /// Puts the host terminal in raw mode (keys, Ctrl-C included, go to the container's TTY)
+    /// and keeps the container's TTY at the terminal's size until the returned task is aborted.
+    async fn attach_terminal(
+        &self,
+        mut terminal: Box<dyn HostTerminal>,
+        container: &ContainerId,
+    ) -> (Option<RawMode>, Option<tokio::task::JoinHandle<()>>) {
+        let raw = match terminal.raw() {
+            Ok(raw) => Some(raw),
+            Err(err) => {
+                self.reporter
+                    .warn(&format!("cannot put the terminal in raw mode: {err}"));
+                None
+            }
+        };
+        let runtime = Arc::clone(&self.runtime);
+        let container = container.clone();
+        let resizer = tokio::spawn(async move {
+            let mut size = terminal.size();
+            loop {
+                if let Some(TtySize { rows, cols }) = size
+                    && let Err(err) = runtime.resize(&container, rows, cols).await
+                {
+                    tracing::debug!(%err, "cannot resize the container's TTY");
+                }
+                match terminal.resized().await {
+                    Some(new) => size = Some(new),
+                    None => return,
+                }
+            }
+        });
+        (raw, Some(resizer))
     }
 
     /// Gives back everything in `acquired`, in reverse order of taking, and records how the run
@@ -622,6 +685,11 @@ impl Manager {
             Ok(outcome) => {
                 let code = outcome.exit_code.unwrap_or(-1);
                 let _ = meta.fail(format!("exit code {code}"));
+            }
+            // Ctrl-C before the command started: stopped by the user, like a Ctrl-C after.
+            Err(RunFailure::Interrupted) => {
+                let _ = meta.transition(RunState::Stopping);
+                let _ = meta.transition(RunState::Stopped);
             }
             Err(err) => {
                 let _ = meta.fail(err.to_string());

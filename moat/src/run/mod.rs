@@ -13,6 +13,7 @@
 //! | `container_env` | the container's environment: proxy, CA, placeholders, the user's variables |
 //! | `proxy_host` | where the run's proxy lives (in this process today; a daemon later) |
 //! | `refresh` | renewing credentials before they expire, swapping the run's rules in place |
+//! | `terminal` | `moat run -i` on a terminal: raw mode, its size, stdin read without blocking exit |
 //!
 //! The manager uses only the public API of the storage modules. A run's life on disk, in the
 //! order the manager goes through it:
@@ -63,6 +64,7 @@ pub mod network;
 pub(crate) mod proxy_host;
 pub(crate) mod refresh;
 pub(crate) mod store;
+pub(crate) mod terminal;
 
 pub use audit::{AuditEntry, AuditError, AuditEvent, AuditLog, Tamper, Verification};
 pub use id::RunId;

@@ -475,6 +475,9 @@ impl Runtime for DockerRuntime {
             // 1 itself would ignore it (no handler) and be killed only after the grace period,
             // and it reaps the command's orphans.
             init: Some(true),
+            console_size: spec
+                .console_size
+                .map(|(rows, cols)| vec![usize::from(rows), usize::from(cols)]),
             ..Default::default()
         };
         let body = ContainerCreateBody {

@@ -144,6 +144,9 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// Keep stdin open so [`Runtime::attach`] can write to it.
     pub open_stdin: bool,
+    /// The TTY's size from the start, `(rows, columns)`, so a command that reads it at once
+    /// does not see 0x0 before the first [`Runtime::resize`] (engines before API 1.42 ignore it).
+    pub console_size: Option<(u16, u16)>,
 }
 
 impl ContainerSpec {
@@ -169,6 +172,7 @@ impl ContainerSpec {
             cap_add: Vec::new(),
             tty: false,
             open_stdin: false,
+            console_size: None,
         }
     }
 }
@@ -190,6 +194,7 @@ impl fmt::Debug for ContainerSpec {
             .field("cap_add", &self.cap_add)
             .field("tty", &self.tty)
             .field("open_stdin", &self.open_stdin)
+            .field("console_size", &self.console_size)
             .finish()
     }
 }
