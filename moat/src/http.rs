@@ -59,3 +59,19 @@ fn read_pem_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError
         source,
     })
 }
+
+/// `err: source: source...`, deduplicating repeats (hyper wraps errors whose text repeats their
+/// source's).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -248,7 +248,7 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(UpstreamError::Request(error_chain(&err))),
+            Ok(Err(err)) => Err(UpstreamError::Request(crate::http::error_chain(&err))),
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
         }
     }
@@ -274,10 +274,10 @@ impl Upstream {
         let stream = connector
             .connect(https, &host, port)
             .await
-            .map_err(|err| UpstreamError::Request(error_chain(&err)))?;
+            .map_err(|err| UpstreamError::Request(crate::http::error_chain(&err)))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
             .await
-            .map_err(|err| UpstreamError::Request(error_chain(&err)))?;
+            .map_err(|err| UpstreamError::Request(crate::http::error_chain(&err)))?;
         tokio::spawn(async move {
             if let Err(err) = connection.with_upgrades().await {
                 tracing::debug!(%err, "upgraded upstream connection ended");
@@ -298,26 +298,10 @@ impl Upstream {
         );
         match tokio::time::timeout(self.response_timeout, sender.send_request(request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(UpstreamError::Request(error_chain(&err))),
+            Ok(Err(err)) => Err(UpstreamError::Request(crate::http::error_chain(&err))),
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
         }
     }
-}
-
-/// `err: source: source...`, deduplicating repeats (hyper wraps errors whose text repeats their
-/// source's).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 struct ConnectorInner {

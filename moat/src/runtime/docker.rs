@@ -233,7 +233,7 @@ fn describe(e: &BollardError) -> String {
         BollardError::DockerStreamError { error } => error.trim().to_owned(),
         // Transport errors say what failed only in their sources ("client error (Connect)" on
         // top, "Connection refused" or "Permission denied" below).
-        e => crate::proxy::upstream::error_chain(e),
+        e => crate::http::error_chain(e),
     }
 }
 

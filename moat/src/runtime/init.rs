@@ -120,6 +120,11 @@ impl InitScript {
         spec.env.insert("MOAT_UID".into(), options.uid.to_string());
         spec.env.insert("MOAT_GID".into(), options.gid.to_string());
         spec.env.remove("MOAT_FIREWALL");
+        spec.env.remove("MOAT_TTY_SIZE");
+        if let (true, Some((rows, cols))) = (spec.tty, spec.console_size) {
+            spec.env
+                .insert("MOAT_TTY_SIZE".into(), format!("{rows}x{cols}"));
+        }
         if let Some(proxy) = options.firewall {
             spec.env.insert("MOAT_FIREWALL".into(), proxy.to_string());
             if !spec.cap_add.iter().any(|c| c == "NET_ADMIN") {
@@ -170,6 +175,27 @@ mod tests {
         std::fs::write(&path, "garbage").unwrap();
         InitScript::install(base.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), SCRIPT);
+    }
+
+    #[test]
+    fn a_tty_gets_its_starting_size_through_the_init_step() {
+        let base = tempfile::tempdir().unwrap();
+        let init = InitScript::install(base.path()).unwrap();
+        let options = InitOptions {
+            uid: 1000,
+            gid: 1000,
+            firewall: None,
+        };
+        let mut spec = ContainerSpec::new("n", "img", ["sh"]);
+        spec.console_size = Some((30, 100));
+        init.apply(&mut spec, &options);
+        assert_eq!(spec.env.get("MOAT_TTY_SIZE"), None, "no TTY, no size");
+        spec.tty = true;
+        init.apply(&mut spec, &options);
+        assert_eq!(
+            spec.env.get("MOAT_TTY_SIZE").map(String::as_str),
+            Some("30x100")
+        );
     }
 
     #[test]

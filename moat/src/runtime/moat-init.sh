@@ -62,10 +62,18 @@ if [ -n "$firewall" ]; then
   fi
 fi
 
+# The terminal's size, set before the command starts: an engine may ignore the size given at
+# create, and a resize sent after start can land after the command has read it.
+tty_size=${MOAT_TTY_SIZE:-}
+case "$tty_size" in
+  *[!0-9x]* | '') ;;
+  *) [ -t 0 ] && { stty rows "${tty_size%x*}" cols "${tty_size#*x}" 2>/dev/null || true; } ;;
+esac
+
 # 3. Drop root.
 uid=${MOAT_UID:-0}
 gid=${MOAT_GID:-$uid}
-unset MOAT_UID MOAT_GID MOAT_FIREWALL
+unset MOAT_UID MOAT_GID MOAT_FIREWALL MOAT_TTY_SIZE
 case "$uid:$gid" in *[!0-9:]* | :* | *:) fail "MOAT_UID and MOAT_GID must be numbers, got '$uid:$gid'" ;; esac
 
 if [ "$uid" = 0 ]; then
