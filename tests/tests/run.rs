@@ -144,6 +144,19 @@ fn curl_python_and_git_reach_github_with_the_token_added_on_the_wire() {
     let run = &runs(&env)[0];
     assert_eq!(run["state"], "stopped", "{run}");
     assert_eq!(run["exit_code"], 0, "{run}");
+    // The requests are in the run's trace, the injected header redacted.
+    let id = run["id"].as_str().unwrap();
+    let trace = env
+        .cmd()
+        .args(["trace", id, "--network", "--json"])
+        .output()
+        .unwrap();
+    let lines = text(&trace.stdout);
+    assert!(trace.status.success(), "{}", text(&trace.stderr));
+    assert!(lines.contains("https://api.github.com/user"), "{lines}");
+    assert!(lines.contains("https://github.com/octo/repo.git/info/refs"), "{lines}");
+    assert!(lines.contains("[REDACTED]"), "{lines}");
+    assert_no_secret(&[&trace.stdout], TOKEN);
 }
 
 #[test]
