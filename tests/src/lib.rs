@@ -43,7 +43,7 @@ mod stream;
 
 pub use ca::{CA_PEM_FILE, IssuedCert, TestCa, crypto_provider};
 pub use env::{DEFAULT_TIMEOUT, MoatEnv, SYSTEM_PATH, moat_bin, sh_quote};
-pub use github::fake_github;
+pub use github::{fake_github, fake_github_hosts};
 pub use https::{FakeHttps, LOCAL_SANS, Recorded, Reply};
 pub use proxy::{
     ProxyProcess, basic_proxy_auth, client_tls, connect_tunnel, proc_status_kib, read_head,

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use moat_tests::{
-    FakeHttps, MoatEnv, PatternCheck, PatternReader, ProxyProcess, Recorded, Reply, StreamServer,
-    assert_no_secret_named, basic_proxy_auth, client_tls, connect_tunnel, read_head,
-    roots_from_pem, tls_through_proxy,
+    MoatEnv, PatternCheck, PatternReader, ProxyProcess, StreamServer, assert_no_secret_named,
+    basic_proxy_auth, client_tls, connect_tunnel, read_head, roots_from_pem, tls_through_proxy,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
@@ -47,36 +46,6 @@ fn granted_env() -> MoatEnv {
 /// `MOAT_PROXY_RESOLVE` sending both GitHub hosts to `port` on localhost.
 fn resolve_github(port: u16) -> String {
     format!("api.github.com:443:127.0.0.1:{port},github.com:443:127.0.0.1:{port}")
-}
-
-/// A stand-in for api.github.com and github.com that checks the credentials like GitHub does,
-/// without ever echoing them.
-fn fake_github_hosts(env: &MoatEnv) -> FakeHttps {
-    let bearer = format!("Bearer {TOKEN}");
-    let basic = basic_github();
-    FakeHttps::start_for(
-        env.ca(),
-        &["api.github.com", "github.com"],
-        move |request: &Recorded| {
-            let auth = request.header("authorization");
-            match (request.header("host"), request.path_only()) {
-                (Some("api.github.com"), "/user") if auth == Some(bearer.as_str()) => Reply::json(
-                    200,
-                    serde_json::json!({ "login": "octocat", "id": 1, "padding": "x".repeat(20_000) }),
-                ),
-                (Some("github.com"), "/octo/repo.git/info/refs")
-                    if auth == Some(basic.as_str()) =>
-                {
-                    Reply::text(200, "001e# service=git-upload-pack\n0000")
-                }
-                (Some("api.github.com"), "/echo-token") => {
-                    // A badly behaved API that echoes the credential back.
-                    Reply::text(200, format!("you sent: {}", auth.unwrap_or_default()))
-                }
-                _ => Reply::json(401, serde_json::json!({ "message": "Bad credentials" })),
-            }
-        },
-    )
 }
 
 fn start_github_proxy(env: &MoatEnv, upstream_port: u16, args: &[&str]) -> ProxyProcess {
@@ -132,7 +101,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn curl_gets_github_credentials_injected_over_http1_and_http2() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(&env, github.port(), &[]);
     let ca = proxy.ca_cert();
     let ca = ca.to_str().unwrap();
@@ -404,7 +373,7 @@ fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
 #[test]
 fn requests_without_the_right_token_get_407_with_a_basic_challenge() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(&env, github.port(), &[]);
     let ca = proxy.ca_cert();
     let addr = proxy.addr().to_string();
@@ -474,7 +443,7 @@ fn requests_without_the_right_token_get_407_with_a_basic_challenge() {
 #[test]
 fn sni_and_host_must_name_the_connect_target() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(&env, github.port(), &[]);
     let roots = roots_from_pem(&proxy.ca_cert());
     runtime().block_on(async {
@@ -547,7 +516,7 @@ fn sni_and_host_must_name_the_connect_target() {
 #[test]
 fn a_tunnel_that_does_not_start_tls_is_closed_never_relayed() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(&env, github.port(), &[]);
     runtime().block_on(async {
         let (status, _, mut tcp) = connect_tunnel(
@@ -575,7 +544,7 @@ fn a_tunnel_that_does_not_start_tls_is_closed_never_relayed() {
 #[test]
 fn strict_policy_blocks_unlisted_hosts_and_rules_deny_paths() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(
         &env,
         github.port(),
@@ -726,7 +695,7 @@ fn strict_policy_blocks_unlisted_hosts_and_rules_deny_paths() {
 #[test]
 fn malformed_oversized_and_stalled_clients_do_not_stop_the_proxy() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(&env, github.port(), &[]);
     let ca = proxy.ca_cert();
     runtime().block_on(async {
@@ -797,7 +766,7 @@ fn malformed_oversized_and_stalled_clients_do_not_stop_the_proxy() {
 #[test]
 fn the_real_token_never_reaches_logs_error_pages_or_output() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     // Trace logging of everything, moat's and every library's.
     let resolve = format!(
         "{},broken.github.com:443:127.0.0.1:1",
@@ -1013,7 +982,7 @@ fn bad_proxy_settings_are_usage_errors_that_leave_nothing_behind() {
 #[test]
 fn listening_on_every_interface_warns_and_prints_a_url_that_works() {
     let env = granted_env();
-    let github = fake_github_hosts(&env);
+    let github = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let proxy = start_github_proxy(&env, github.port(), &["--listen", "0.0.0.0:0"]);
     assert!(
         proxy.info()["address"]

@@ -10,7 +10,6 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use moat_tests::docker::{self, docker};
 use moat_tests::{FakeHttps, MoatEnv, Recorded, Reply, assert_no_secret};
 
@@ -30,7 +29,7 @@ fn github_env(test: &str) -> Option<(MoatEnv, FakeHttps)> {
         .env("GITHUB_TOKEN", TOKEN)
         .assert()
         .success();
-    let upstream = fake_github_hosts(&env);
+    let upstream = moat_tests::fake_github_hosts(env.ca(), TOKEN);
     let port = upstream.port();
     env.set(
         "MOAT_PROXY_RESOLVE",
@@ -38,44 +37,6 @@ fn github_env(test: &str) -> Option<(MoatEnv, FakeHttps)> {
     );
     env.set("MOAT_BASE_IMAGE", image);
     Some((env, upstream))
-}
-
-/// api.github.com answers `/user` to the real token only; github.com answers git's ref
-/// discovery to the real token (as Basic `x-access-token:`) only. Neither ever echoes it.
-fn fake_github_hosts(env: &MoatEnv) -> FakeHttps {
-    let bearer = format!("Bearer {TOKEN}");
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{TOKEN}"))
-    );
-    FakeHttps::start_for(
-        env.ca(),
-        &["api.github.com", "github.com"],
-        move |request: &Recorded| {
-            let auth = request.header("authorization");
-            match (request.header("host"), request.path_only()) {
-                (Some("api.github.com"), "/user") if auth == Some(bearer.as_str()) => {
-                    Reply::json(200, serde_json::json!({ "login": "octocat", "id": 1 }))
-                }
-                (Some("github.com"), "/octo/repo.git/info/refs")
-                    if auth == Some(basic.as_str()) =>
-                {
-                    // An empty repository's advertisement, in pkt-lines.
-                    let refs =
-                        "0000000000000000000000000000000000000000 capabilities^{}\0agent=fake\n";
-                    let body = format!(
-                        "001e# service=git-upload-pack\n0000{:04x}{refs}0000",
-                        refs.len() + 4
-                    );
-                    Reply::text(200, body).with_header(
-                        "content-type",
-                        "application/x-git-upload-pack-advertisement",
-                    )
-                }
-                _ => Reply::json(401, serde_json::json!({ "message": "Bad credentials" })),
-            }
-        },
-    )
 }
 
 /// `moat run` in `env` with `args`; its output.
@@ -154,7 +115,10 @@ fn curl_python_and_git_reach_github_with_the_token_added_on_the_wire() {
     let lines = text(&trace.stdout);
     assert!(trace.status.success(), "{}", text(&trace.stderr));
     assert!(lines.contains("https://api.github.com/user"), "{lines}");
-    assert!(lines.contains("https://github.com/octo/repo.git/info/refs"), "{lines}");
+    assert!(
+        lines.contains("https://github.com/octo/repo.git/info/refs"),
+        "{lines}"
+    );
     assert!(lines.contains("[REDACTED]"), "{lines}");
     assert_no_secret(&[&trace.stdout], TOKEN);
 }
