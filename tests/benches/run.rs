@@ -14,7 +14,11 @@
 //! 4. what single engine calls cost (the calls moat makes that `docker run` does not), and the
 //!    CPU time of moat, the docker CLI and the engine (dockerd + containerd) per run.
 //!
-//! Knobs: `BENCH_ROUNDS` (default 15), `BENCH_ONLY=true|first|split|calls`.
+//! 5. what the shape of moat's container costs in the engine, one piece at a time, as bare
+//!    bollard runs: the engine's init (`init: true`), the `moat` network, and moat's init step
+//!    with its mounts (everything moat's container has, without moat around it).
+//!
+//! Knobs: `BENCH_ROUNDS` (default 15), `BENCH_ONLY=true|first|split|shape|calls`.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -22,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, InspectContainerOptions,
     InspectNetworkOptions, ListNetworksOptions, RemoveContainerOptions, WaitContainerOptions,
@@ -188,6 +192,11 @@ fn main() {
         );
     }
 
+    if wants("shape") {
+        println!("\n## the container's shape, bare bollard runs of `true`, {rounds} rounds\n");
+        shape(&rt, &engine, image, plain.home(), plain.work_dir(), rounds);
+    }
+
     if wants("calls") {
         println!("\n## single engine calls, p50 of 20, in-process (bollard)\n");
         rt.block_on(engine_calls(&engine, image));
@@ -322,11 +331,108 @@ async fn bollard_create(engine: &Docker, image: &str, cmd: &[&str]) -> String {
         attach_stderr: Some(true),
         ..Default::default()
     };
+    create_body(engine, body).await
+}
+
+async fn create_body(engine: &Docker, body: ContainerCreateBody) -> String {
     engine
         .create_container(None::<CreateContainerOptions>, body)
         .await
         .unwrap()
         .id
+}
+
+/// Bare runs of `true` with one more piece of moat's container each, interleaved.
+fn shape(
+    rt: &tokio::runtime::Runtime,
+    engine: &Docker,
+    image: &str,
+    home: &std::path::Path,
+    workspace: &std::path::Path,
+    rounds: usize,
+) {
+    let init_dir = std::fs::read_dir(home.join("runtime"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("init-"))
+        .expect("moat's init directory (after a run)");
+    let ca_dir = home.join("proxy/ca/public");
+    let bind = |source: &std::path::Path, target: &str, read_only: bool| Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let body = |init: bool, network: bool, mounts: bool, moat_init: bool| {
+        let mut body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            cmd: Some(vec!["true".into()]),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            host_config: Some(HostConfig {
+                init: Some(init),
+                network_mode: network.then(|| "moat".to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if mounts {
+            let host = body.host_config.as_mut().unwrap();
+            host.mounts = Some(vec![
+                bind(workspace, "/workspace", false),
+                bind(&ca_dir, "/etc/ssl/certs/moat-ca", true),
+                bind(&init_dir, "/moat/init", true),
+            ]);
+        }
+        if moat_init {
+            body.entrypoint = Some(vec!["/bin/sh".into(), "/moat/init/moat-init.sh".into()]);
+            body.user = Some("0:0".into());
+            body.working_dir = Some("/workspace".into());
+            body.env = Some(vec!["MOAT_UID=1000".into(), "MOAT_GID=1000".into()]);
+        }
+        body
+    };
+    let variants = [
+        ("bare (default bridge, no init)", body(false, false, false, false)),
+        ("+ init: true", body(true, false, false, false)),
+        ("+ the moat network", body(true, true, false, false)),
+        ("+ moat's 3 bind mounts", body(true, true, true, false)),
+        ("+ moat's init step (moat's container)", body(true, true, true, true)),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        for k in 0..variants.len() {
+            let i = (round + k) % variants.len();
+            let start = Instant::now();
+            rt.block_on(async {
+                let id = create_body(engine, variants[i].1.clone()).await;
+                let mut attached = engine
+                    .attach_container(&id, Some(attach_options()))
+                    .await
+                    .unwrap();
+                engine.start_container(&id, None).await.unwrap();
+                while attached.output.next().await.is_some() {}
+                let mut wait = engine.wait_container(&id, Some(wait_options()));
+                let code = wait.next().await;
+                assert!(matches!(code, Some(Ok(_))), "{}: {code:?}", variants[i].0);
+                bollard_remove(engine, &id).await;
+            });
+            samples[i].push(start.elapsed());
+        }
+    }
+    let base = median(&samples[0]);
+    println!("| container | p50 | min | max | vs bare |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for ((name, _), v) in variants.iter().zip(&samples) {
+        println!(
+            "| {name} | {} ms | {} | {} | +{} ms |",
+            ms(median(v)),
+            ms(*v.iter().min().unwrap()),
+            ms(*v.iter().max().unwrap()),
+            ms(median(v).saturating_sub(base))
+        );
+    }
 }
 
 async fn bollard_remove(engine: &Docker, id: &str) {
