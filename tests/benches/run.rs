@@ -18,7 +18,9 @@
 //!    bollard runs: the engine's init (`init: true`), the `moat` network, and moat's init step
 //!    with its mounts (everything moat's container has, without moat around it).
 //!
-//! Knobs: `BENCH_ROUNDS` (default 15), `BENCH_ONLY=true|first|split|shape|calls`.
+//! Knobs: `BENCH_ROUNDS` (default 15), `BENCH_ONLY=true|first|split|shape|calls`, and
+//! `BENCH_MOAT_B=<path>`: another moat binary (a copy built before a change) run as one more case
+//! in the same rounds, for before/after comparisons.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -88,12 +90,20 @@ fn main() {
     if wants("true") {
         println!("\n## `true`: whole run, {rounds} rounds, interleaved\n");
         let engine_pids = engine_pids();
+        let shaped = shaped_docker_args(plain.home(), plain.work_dir(), image);
+        let shaped: Vec<&str> = shaped.iter().map(String::as_str).collect();
         let mut cases: Vec<Case> = vec![
             Case::new("docker run --rm IMG true"),
             Case::new("bollard create/attach/start/wait/remove"),
             Case::new("moat run -- true"),
             Case::new("moat run --grant github -- true"),
         ];
+        cases.push(Case::new("docker run, moat's container shape (--init, --network moat, mounts, init step)"));
+        // A/B: another moat binary (a build from before a change) in the same rounds.
+        let other = std::env::var_os("BENCH_MOAT_B");
+        if other.is_some() {
+            cases.push(Case::new("BENCH_MOAT_B run -- true"));
+        }
         for round in 0..rounds {
             for k in 0..cases.len() {
                 let i = (round + k) % cases.len();
@@ -104,7 +114,17 @@ fn main() {
                         rt.block_on(bollard_run(&engine, image, &["true"]));
                     }),
                     2 => child_run(moat_cmd(&plain, &["run", "--", "true"])),
-                    _ => child_run(moat_cmd(&github, &["run", "--grant", "github", "--", "true"])),
+                    3 => child_run(moat_cmd(&github, &["run", "--grant", "github", "--", "true"])),
+                    4 => child_run(docker_cmd(&shaped)),
+                    _ => {
+                        let mut b = Command::new(other.as_ref().unwrap());
+                        b.env_clear()
+                            .envs(plain.vars())
+                            .current_dir(plain.work_dir())
+                            .args(["run", "--", "true"])
+                            .stdin(Stdio::null());
+                        child_run(b)
+                    }
                 };
                 cases[i].wall.push(wall);
                 cases[i].cpu.push(cpu);
@@ -118,7 +138,13 @@ fn main() {
         }
         let base = median(&cases[0].wall);
         let bare = median(&cases[1].wall);
-        for case in &cases[2..] {
+        let same_shape = median(&cases[4].wall);
+        println!(
+            "\nmoat run -- true against docker run of the same container shape: {:.2}x, added {} ms",
+            median(&cases[2].wall).as_secs_f64() / same_shape.as_secs_f64(),
+            ms(median(&cases[2].wall).saturating_sub(same_shape))
+        );
+        for case in cases[2..].iter().filter(|c| !c.name.starts_with("docker")) {
             let m = median(&case.wall);
             let ratio = m.as_secs_f64() / base.as_secs_f64();
             println!(
@@ -342,6 +368,43 @@ async fn create_body(engine: &Docker, body: ContainerCreateBody) -> String {
         .id
 }
 
+/// `docker run` arguments for a container shaped like moat's: the engine's init, the `moat`
+/// network, the workspace, CA and init mounts, and moat's init step dropping to uid 1000.
+fn shaped_docker_args(home: &std::path::Path, workspace: &std::path::Path, image: &str) -> Vec<String> {
+    let init_dir = moat_init_dir(home);
+    let ca_dir = home.join("proxy/ca/public");
+    [
+        "run", "--rm", "--init", "--network", "moat", "-u", "0:0", "-w", "/workspace",
+        "-e", "MOAT_UID=1000", "-e", "MOAT_GID=1000", "--entrypoint", "/bin/sh",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([
+        "-v".into(),
+        format!("{}:/workspace", workspace.display()),
+        "-v".into(),
+        format!("{}:/etc/ssl/certs/moat-ca:ro", ca_dir.display()),
+        "-v".into(),
+        format!("{}:/moat/init:ro", init_dir.display()),
+        image.into(),
+        "/moat/init/moat-init.sh".into(),
+        "true".into(),
+    ])
+    .collect()
+}
+
+/// The directory under `home` where moat installed this version's init script.
+fn moat_init_dir(home: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(home.join("runtime"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read_to_string(p.join(moat::runtime::init::SCRIPT_NAME))
+                .is_ok_and(|text| text == moat::runtime::init::SCRIPT)
+        })
+        .expect("moat's init directory (after a run)")
+}
+
 /// Bare runs of `true` with one more piece of moat's container each, interleaved.
 fn shape(
     rt: &tokio::runtime::Runtime,
@@ -351,11 +414,7 @@ fn shape(
     workspace: &std::path::Path,
     rounds: usize,
 ) {
-    let init_dir = std::fs::read_dir(home.join("runtime"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("init-"))
-        .expect("moat's init directory (after a run)");
+    let init_dir = moat_init_dir(home);
     let ca_dir = home.join("proxy/ca/public");
     let bind = |source: &std::path::Path, target: &str, read_only: bool| Mount {
         target: Some(target.to_owned()),
