@@ -341,25 +341,47 @@ impl Manager {
         acquired.meta = Some(meta);
         acquired.phases.mark("storage");
 
-        // The image (pulled or built with progress; Ctrl-C abandons it).
+        // The image (pulled or built with progress; Ctrl-C abandons it), the network and moat's
+        // CA do not depend on each other: they are made ready at the same time (two engine round
+        // trips and a read of the CA's files, one wait instead of three).
         let mut image_request = request.image.clone();
         let strict = request.policy.policy == PolicyMode::Strict;
         image_request.firewall = strict;
         let plan = ImagePlan::new(&image_request)?;
-        let image = tokio::select! {
-            image = plan.ensure(self.runtime.as_ref(), self.reporter.progress()) => image?,
+        let network_spec = NetworkSpec::default();
+        let home = self.home.clone();
+        let ready = async {
+            tokio::try_join!(
+                async {
+                    Ok::<_, RunFailure>(
+                        plan.ensure(self.runtime.as_ref(), self.reporter.progress())
+                            .await?,
+                    )
+                },
+                async { Ok(self.runtime.ensure_network(&network_spec).await?) },
+                async {
+                    let load = tokio::task::spawn_blocking(move || {
+                        CertificateAuthority::load_or_create(&home)
+                    });
+                    match load.await {
+                        Ok(ca) => Ok(ca?),
+                        Err(err) => std::panic::resume_unwind(err.into_panic()),
+                    }
+                },
+            )
+        };
+        let (image, network, ca) = tokio::select! {
+            ready = ready => ready?,
             _ = wait_stop(stop) => return Err(RunFailure::Interrupted),
         };
+        // Saved with the container's id (or at the end, when the run fails before).
         if let Some(meta) = acquired.meta.as_mut() {
             meta.image = Some(image.clone());
-            runs.save(meta)?;
         }
-        acquired.phases.mark("image");
+        acquired.phases.mark("image, network, CA");
 
-        // The network, and the proxy on its host side.
-        let network = self.runtime.ensure_network(&NetworkSpec::default()).await?;
-        acquired.phases.mark("network");
-        let ca = Arc::new(CertificateAuthority::load_or_create(&self.home)?);
+        // The proxy on the network's host side.
+        let ca = Arc::new(ca);
         let proxy = InProcessProxy::start(
             Arc::clone(&ca),
             SocketAddr::new(network.gateway, 0),
