@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions,
-    InspectNetworkOptions, ListNetworksOptions, RemoveContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, InspectNetworkOptions,
+    ListNetworksOptions, RemoveContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt as _;
 use moat_tests::docker::{self, docker};
@@ -57,7 +57,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let engine = rt.block_on(async { Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap() });
+    let engine = rt.block_on(async {
+        Docker::connect_with_defaults()
+            .unwrap()
+            .negotiate_version()
+            .await
+            .unwrap()
+    });
 
     // A plain home, and one with a github grant against a fake GitHub.
     let mut plain = MoatEnv::new();
@@ -98,7 +104,9 @@ fn main() {
             Case::new("moat run -- true"),
             Case::new("moat run --grant github -- true"),
         ];
-        cases.push(Case::new("docker run, moat's container shape (--init, --network moat, mounts, init step)"));
+        cases.push(Case::new(
+            "docker run, moat's container shape (--init, --network moat, mounts, init step)",
+        ));
         // A/B: another moat binary (a build from before a change) in the same rounds.
         let other = std::env::var_os("BENCH_MOAT_B");
         if other.is_some() {
@@ -114,7 +122,10 @@ fn main() {
                         rt.block_on(bollard_run(&engine, image, &["true"]));
                     }),
                     2 => child_run(moat_cmd(&plain, &["run", "--", "true"])),
-                    3 => child_run(moat_cmd(&github, &["run", "--grant", "github", "--", "true"])),
+                    3 => child_run(moat_cmd(
+                        &github,
+                        &["run", "--grant", "github", "--", "true"],
+                    )),
                     4 => child_run(docker_cmd(&shaped)),
                     _ => {
                         let mut b = Command::new(other.as_ref().unwrap());
@@ -128,10 +139,14 @@ fn main() {
                 };
                 cases[i].wall.push(wall);
                 cases[i].cpu.push(cpu);
-                cases[i].engine_cpu.push(cpu_of(&engine_pids) - engine_before);
+                cases[i]
+                    .engine_cpu
+                    .push(cpu_of(&engine_pids) - engine_before);
             }
         }
-        println!("| case | p50 wall | min | max | spread (p90/p10) | CPU of the process | engine CPU |");
+        println!(
+            "| case | p50 wall | min | max | spread (p90/p10) | CPU of the process | engine CPU |"
+        );
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for case in &cases {
             case.row();
@@ -180,7 +195,8 @@ fn main() {
         for round in 0..rounds {
             for k in 0..3 {
                 match (round + k) % 3 {
-                    0 => docker_first.push(first_byte(docker_cmd(&["run", "--rm", image, "echo", "x"]))),
+                    0 => docker_first
+                        .push(first_byte(docker_cmd(&["run", "--rm", image, "echo", "x"]))),
                     1 => moat_first.push(first_byte(moat_cmd(&plain, &["run", "--", "echo", "x"]))),
                     _ => bollard_first.push(rt.block_on(bollard_first_byte(&engine, image))),
                 }
@@ -209,7 +225,12 @@ fn main() {
 
     if wants("split") {
         println!("\n## phase split of `moat -v run -- true` (p50 of {rounds} runs)\n");
-        split(&plain, "moat run -- true", &["-v", "run", "--", "true"], rounds);
+        split(
+            &plain,
+            "moat run -- true",
+            &["-v", "run", "--", "true"],
+            rounds,
+        );
         split(
             &github,
             "moat run --grant github -- true",
@@ -289,7 +310,11 @@ fn child_run(mut cmd: Command) -> (Duration, Duration) {
     let start = Instant::now();
     let out = cmd.output().unwrap();
     let wall = start.elapsed();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (wall, children_cpu() - cpu_before)
 }
 
@@ -344,7 +369,10 @@ async fn bollard_first_byte(engine: &Docker, image: &str) -> Duration {
     let took = start.elapsed();
     assert!(matches!(first, Some(Ok(_))), "{first:?}");
     while attached.output.next().await.is_some() {}
-    let _ = engine.wait_container(&id, Some(wait_options())).next().await;
+    let _ = engine
+        .wait_container(&id, Some(wait_options()))
+        .next()
+        .await;
     bollard_remove(engine, &id).await;
     took
 }
@@ -370,12 +398,29 @@ async fn create_body(engine: &Docker, body: ContainerCreateBody) -> String {
 
 /// `docker run` arguments for a container shaped like moat's: the engine's init, the `moat`
 /// network, the workspace, CA and init mounts, and moat's init step dropping to uid 1000.
-fn shaped_docker_args(home: &std::path::Path, workspace: &std::path::Path, image: &str) -> Vec<String> {
+fn shaped_docker_args(
+    home: &std::path::Path,
+    workspace: &std::path::Path,
+    image: &str,
+) -> Vec<String> {
     let init_dir = moat_init_dir(home);
     let ca_dir = home.join("proxy/ca/public");
     [
-        "run", "--rm", "--init", "--network", "moat", "-u", "0:0", "-w", "/workspace",
-        "-e", "MOAT_UID=1000", "-e", "MOAT_GID=1000", "--entrypoint", "/bin/sh",
+        "run",
+        "--rm",
+        "--init",
+        "--network",
+        "moat",
+        "-u",
+        "0:0",
+        "-w",
+        "/workspace",
+        "-e",
+        "MOAT_UID=1000",
+        "-e",
+        "MOAT_GID=1000",
+        "--entrypoint",
+        "/bin/sh",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -453,11 +498,17 @@ fn shape(
         body
     };
     let variants = [
-        ("bare (default bridge, no init)", body(false, false, false, false)),
+        (
+            "bare (default bridge, no init)",
+            body(false, false, false, false),
+        ),
         ("+ init: true", body(true, false, false, false)),
         ("+ the moat network", body(true, true, false, false)),
         ("+ moat's 3 bind mounts", body(true, true, true, false)),
-        ("+ moat's init step (moat's container)", body(true, true, true, true)),
+        (
+            "+ moat's init step (moat's container)",
+            body(true, true, true, true),
+        ),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
@@ -576,7 +627,10 @@ fn split(env: &MoatEnv, name: &str, args: &[&str], rounds: usize) {
         );
     }
     if !first.is_empty() {
-        println!("(first output byte, from the manager's start: p50 {:.1} ms)", p50(&first));
+        println!(
+            "(first output byte, from the manager's start: p50 {:.1} ms)",
+            p50(&first)
+        );
     }
     println!();
 }
@@ -616,13 +670,36 @@ async fn engine_calls(engine: &Docker, image: &str) {
         )])),
     };
     let rows = [
-        ("ping (`/_ping`)", time(|| async { engine.ping().await.unwrap(); }).await),
-        ("version", time(|| async { engine.version().await.unwrap(); }).await),
-        ("inspect image", time(|| async { engine.inspect_image(image).await.unwrap(); }).await),
+        (
+            "ping (`/_ping`)",
+            time(|| async {
+                engine.ping().await.unwrap();
+            })
+            .await,
+        ),
+        (
+            "version",
+            time(|| async {
+                engine.version().await.unwrap();
+            })
+            .await,
+        ),
+        (
+            "inspect image",
+            time(|| async {
+                engine.inspect_image(image).await.unwrap();
+            })
+            .await,
+        ),
         (
             "list networks (name filter)",
-            time(|| async { engine.list_networks(Some(network_filter.clone())).await.unwrap(); })
-                .await,
+            time(|| async {
+                engine
+                    .list_networks(Some(network_filter.clone()))
+                    .await
+                    .unwrap();
+            })
+            .await,
         ),
         (
             "inspect network",
@@ -658,7 +735,10 @@ async fn engine_calls(engine: &Docker, image: &str) {
         bollard_run(engine, image, &["true"]).await;
         runs.push(start.elapsed());
     }
-    println!("| (a whole bare create/attach/start/wait/remove) | {} ms |", ms(median(&runs)));
+    println!(
+        "| (a whole bare create/attach/start/wait/remove) | {} ms |",
+        ms(median(&runs))
+    );
     let _ = docker(&["ps"]);
 }
 
