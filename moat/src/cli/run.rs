@@ -119,8 +119,14 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         args.grants.clone()
     };
     // Every missing or unreadable grant at once, before anything is created.
+    let resolving = std::time::Instant::now();
     let resolved =
         crate::provider::resolve_grants(&context.registry, &context.store, &grants).await?;
+    tracing::debug!(
+        phase = "grants",
+        ms = resolving.elapsed().as_secs_f64() * 1e3,
+        "run phase"
+    );
 
     let mut flag_env = Vec::new();
     for arg in &args.env {
@@ -180,7 +186,13 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
 
     // Bad upstream settings are usage errors, found before anything is created.
     let upstream = crate::proxy::UpstreamConfig::from_env()?;
+    let connecting = std::time::Instant::now();
     let runtime = DockerRuntime::connect().await?;
+    tracing::debug!(
+        phase = "engine connect",
+        ms = connecting.elapsed().as_secs_f64() * 1e3,
+        "run phase"
+    );
     let manager = Manager {
         home: context.home.clone(),
         credentials: Arc::new(context.store.clone()),

@@ -91,6 +91,42 @@ pub struct RunOutcome {
     pub exit_code: Option<i64>,
     /// Stopped by Ctrl-C or `moat stop` rather than by the command itself.
     pub stopped: bool,
+    /// How long each step of the run took, in order (see [`Phases`]).
+    pub phases: Vec<(&'static str, Duration)>,
+    /// From the manager's start to the command's first output byte (`None`: it printed nothing).
+    pub first_output: Option<Duration>,
+}
+
+/// The time each step of a run took, for `moat run -v` (a debug line per step) and the
+/// benchmark (`RunOutcome::phases`). A step's time runs from the end of the one before, so the
+/// steps add up to the whole run. Costs one clock read per step.
+#[derive(Debug)]
+struct Phases {
+    started: Instant,
+    last: Instant,
+    list: Vec<(&'static str, Duration)>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        let now = Instant::now();
+        Phases {
+            started: now,
+            last: now,
+            list: Vec::new(),
+        }
+    }
+}
+
+impl Phases {
+    /// Ends the step `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        tracing::debug!(phase = name, ms = took.as_secs_f64() * 1e3, "run phase");
+        self.list.push((name, took));
+    }
 }
 
 /// Why a run failed (the command's own non-zero exit is not a failure: see [`RunOutcome`]).
@@ -224,6 +260,10 @@ struct Acquired {
     /// Grants whose `run_stopped` hook is called at the end.
     hooks: Vec<(String, Arc<dyn CredentialProvider>)>,
     audit: Option<Arc<AuditLog>>,
+    /// The steps' times so far.
+    phases: Phases,
+    /// When the command's first output byte arrived.
+    first_output: Option<Instant>,
 }
 
 impl Manager {
@@ -236,13 +276,14 @@ impl Manager {
         io: RunIo,
         mut stop: watch::Receiver<bool>,
     ) -> Result<RunOutcome, RunFailure> {
-        let started = Instant::now();
+        let mut acquired = Acquired::default();
+        let started = acquired.phases.started;
         let workspace = check_workspace(&request.workspace)?;
         // No engine: fail before creating anything.
         self.runtime.ping().await?;
+        acquired.phases.mark("ping");
 
         let runs = RunStore::new(&self.home);
-        let mut acquired = Acquired::default();
         let result = self
             .create_and_run(
                 &runs,
@@ -254,10 +295,16 @@ impl Manager {
                 &mut acquired,
             )
             .await;
-        let outcome = self.release(&runs, acquired, &result).await;
-        tracing::debug!(elapsed = ?started.elapsed(), "run finished");
+        let mut phases = std::mem::take(&mut acquired.phases);
+        let first_output = acquired.first_output.map(|at| at - started);
+        let outcome = self.release(&runs, acquired, &result, &mut phases).await;
+        tracing::debug!(elapsed = ?started.elapsed(), ?first_output, "run finished");
         match (result, outcome) {
-            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Ok(mut outcome), Ok(())) => {
+                outcome.phases = phases.list;
+                outcome.first_output = first_output;
+                Ok(outcome)
+            }
             (Err(err), _) => Err(err),
             (Ok(_), Err(err)) => Err(err),
         }
@@ -302,24 +349,49 @@ impl Manager {
         }
         runs.set_state(&mut meta, RunState::Starting)?;
         acquired.meta = Some(meta);
+        acquired.phases.mark("storage");
 
-        // The image (pulled or built with progress; Ctrl-C abandons it).
+        // The image (pulled or built with progress; Ctrl-C abandons it), the network and moat's
+        // CA do not depend on each other: they are made ready at the same time (two engine round
+        // trips and a read of the CA's files, one wait instead of three).
         let mut image_request = request.image.clone();
         let strict = request.policy.policy == PolicyMode::Strict;
         image_request.firewall = strict;
         let plan = ImagePlan::new(&image_request)?;
-        let image = tokio::select! {
-            image = plan.ensure(self.runtime.as_ref(), self.reporter.progress()) => image?,
+        let network_spec = NetworkSpec::default();
+        let home = self.home.clone();
+        let ready = async {
+            tokio::try_join!(
+                async {
+                    Ok::<_, RunFailure>(
+                        plan.ensure(self.runtime.as_ref(), self.reporter.progress())
+                            .await?,
+                    )
+                },
+                async { Ok(self.runtime.ensure_network(&network_spec).await?) },
+                async {
+                    let load = tokio::task::spawn_blocking(move || {
+                        CertificateAuthority::load_or_create(&home)
+                    });
+                    match load.await {
+                        Ok(ca) => Ok(ca?),
+                        Err(err) => std::panic::resume_unwind(err.into_panic()),
+                    }
+                },
+            )
+        };
+        let (image, network, ca) = tokio::select! {
+            ready = ready => ready?,
             _ = wait_stop(stop) => return Err(RunFailure::Interrupted),
         };
+        // Saved with the container's id (or at the end, when the run fails before).
         if let Some(meta) = acquired.meta.as_mut() {
             meta.image = Some(image.clone());
-            runs.save(meta)?;
         }
+        acquired.phases.mark("image, network, CA");
 
-        // The network, and the proxy on its host side.
-        let network = self.runtime.ensure_network(&NetworkSpec::default()).await?;
-        let ca = Arc::new(CertificateAuthority::load_or_create(&self.home)?);
+        // The proxy on the network's host side.
+        let ca = Arc::new(ca);
         let proxy = InProcessProxy::start(
             Arc::clone(&ca),
             SocketAddr::new(network.gateway, 0),
@@ -338,6 +410,7 @@ impl Manager {
         })?;
         acquired.token = Some(token.clone());
         acquired.proxy = Some(proxy);
+        acquired.phases.mark("proxy");
 
         // What the providers put into the container.
         let mut env = ContainerEnv::new(Some(ProxyAccess {
@@ -414,6 +487,7 @@ impl Manager {
             env.set_own("TERM", "xterm-256color");
         }
         mounts.extend(request.mounts.iter().cloned());
+        acquired.phases.mark("providers");
 
         // The container: moat's init (mounted) starts as root, trusts the CA, sets the firewall
         // under the strict policy, and drops to the workspace's owner.
@@ -451,6 +525,7 @@ impl Manager {
             meta.container_id = Some(container.0.clone());
             runs.save(meta)?;
         }
+        acquired.phases.mark("create");
 
         // Attach before start, so no output is lost.
         let attached = self.runtime.attach(&container, request.interactive).await?;
@@ -461,10 +536,12 @@ impl Manager {
         if *stop.borrow() {
             return Err(RunFailure::Interrupted);
         }
+        acquired.phases.mark("attach");
         self.runtime.start(&container).await?;
         if let Some(meta) = acquired.meta.as_mut() {
             runs.set_state(meta, RunState::Running)?;
         }
+        acquired.phases.mark("start");
         self.reporter.status(&format!("Started {name} ({id})"));
         let (mut raw_mode, resizer) = match io.terminal.take() {
             Some(terminal) if request.tty => self.attach_terminal(terminal, &container).await,
@@ -496,7 +573,8 @@ impl Manager {
         *sink.proxy_rules.lock().expect("not poisoned") = Some(rules_tx);
         acquired.refresher = Some(Refresher::start(targets, sink));
 
-        let output = pump_output(attached.output, logs, io.stdout, io.stderr);
+        let (first_tx, mut first_rx) = tokio::sync::oneshot::channel();
+        let output = pump_output(attached.output, logs, io.stdout, io.stderr, first_tx);
         let output = tokio::spawn(output);
         let stdin_task = match (attached.stdin, io.stdin.take()) {
             (Some(mut container_stdin), Some(mut host_stdin)) => Some(tokio::spawn(async move {
@@ -565,6 +643,8 @@ impl Manager {
             resizer.abort();
         }
         drop(raw_mode);
+        // Sent by now unless the output task is still stuck (then: unknown).
+        acquired.first_output = first_rx.try_recv().ok();
         let code = exit?;
         // `moat stop` from another process marks the run `stopping` before stopping it.
         let stopped_elsewhere = runs
@@ -584,10 +664,13 @@ impl Manager {
         if let Some(meta) = acquired.meta.as_mut() {
             meta.exit_code = Some(code);
         }
+        acquired.phases.mark("wait");
         Ok(RunOutcome {
             id,
             exit_code: Some(code),
             stopped: stopped || stopped_elsewhere,
+            phases: Vec::new(),
+            first_output: None,
         })
     }
 
@@ -632,6 +715,7 @@ impl Manager {
         runs: &RunStore,
         mut acquired: Acquired,
         result: &Result<RunOutcome, RunFailure>,
+        phases: &mut Phases,
     ) -> Result<(), RunFailure> {
         if let Some(refresher) = acquired.refresher.take() {
             refresher.stop().await;
@@ -659,18 +743,21 @@ impl Manager {
                 self.reporter.warn(&format!("{grant}: cleanup: {err}"));
             }
         }
+        phases.mark("hooks");
         if let Some(container) = acquired.container.take()
             && let Err(err) = self.runtime.remove(&container).await
         {
             self.reporter
                 .warn(&format!("cannot remove container {container}: {err}"));
         }
+        phases.mark("remove");
         if let Some(proxy) = acquired.proxy.take() {
             if let Some(token) = acquired.token.take() {
                 proxy.remove(&token);
             }
             proxy.shutdown().await;
         }
+        phases.mark("proxy shutdown");
         let Some(mut meta) = acquired.meta.take() else {
             return Ok(());
         };
@@ -696,6 +783,7 @@ impl Manager {
             }
         }
         runs.save(&meta)?;
+        phases.mark("metadata");
         Ok(())
     }
 }
@@ -756,8 +844,10 @@ async fn pump_output(
     mut logs: LogWriter,
     mut stdout: Box<dyn AsyncWrite + Send + Unpin>,
     mut stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    first: tokio::sync::oneshot::Sender<Instant>,
 ) -> Result<(), String> {
     let mut failure = None;
+    let mut first = Some(first);
     while let Some(chunk) = output.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -773,6 +863,9 @@ async fn pump_output(
         // A closed terminal (moat's output piped into `head`) must not stop the log.
         let _ = writer.write_all(&chunk.bytes).await;
         let _ = writer.flush().await;
+        if let Some(first) = first.take() {
+            let _ = first.send(Instant::now());
+        }
         if let Err(err) = logs.write(stream, &chunk.bytes) {
             failure.get_or_insert(format!("logs.jsonl: {err}"));
         }

@@ -15,9 +15,24 @@ set -u
 
 say() { printf 'moat-init: %s\n' "$*" >&2; }
 fail() { say "error: $*"; exit 125; }
+# Every program this script starts costs a fork and an exec (milliseconds each in a small VM),
+# and it runs before every command: shell built-ins do the reading, comparing and copying.
+
+# euid: the effective uid, from /proc (id -u when it is not there).
+euid=
+while read -r key _ effective _; do
+  [ "$key" = Uid: ] && { euid=$effective; break; }
+done </proc/self/status 2>/dev/null
+[ -n "$euid" ] || euid=$(id -u)
+# has_id FILE ID: whether a line of the passwd/group-style FILE has ID in its third field.
+has_id() {
+  [ -r "$1" ] || return 1
+  while IFS=: read -r _ _ id _; do [ "$id" = "$2" ] && return 0; done <"$1"
+  return 1
+}
 
 [ "$#" -gt 0 ] || fail "no command to run"
-[ "$(id -u)" = 0 ] || fail "moat-init must start as root (the container's user was overridden)"
+[ "$euid" = 0 ] || fail "moat-init must start as root (the container's user was overridden)"
 
 # 1. Trust moat's CA system-wide, where the image allows it. Appending to the bundle is what
 #    OpenSSL, GnuTLS, curl, git, python and node read, and costs nothing; update-ca-certificates
@@ -27,13 +42,16 @@ fail() { say "error: $*"; exit 125; }
 ca=/etc/ssl/certs/moat-ca/ca.crt
 if [ -f "$ca" ]; then
   untrusted="moat's CA is trusted only through SSL_CERT_FILE and similar variables"
+  pem=
+  while IFS= read -r line || [ -n "$line" ]; do pem="$pem$line
+"; done <"$ca"
   if [ -d /usr/local/share/ca-certificates ]; then
-    cp "$ca" /usr/local/share/ca-certificates/moat-ca.crt 2>/dev/null || true
+    printf '%s' "$pem" 2>/dev/null >/usr/local/share/ca-certificates/moat-ca.crt || true
   fi
   if [ -f /etc/ssl/certs/java/cacerts ] && command -v update-ca-certificates >/dev/null 2>&1; then
     update-ca-certificates >/dev/null 2>&1 || say "warning: update-ca-certificates failed; $untrusted"
   else
-    cat "$ca" >>/etc/ssl/certs/ca-certificates.crt 2>/dev/null \
+    { printf '%s' "$pem" >>/etc/ssl/certs/ca-certificates.crt; } 2>/dev/null \
       || say "warning: cannot write /etc/ssl/certs/ca-certificates.crt; $untrusted"
   fi
 fi
@@ -89,12 +107,12 @@ fi
 home=/home/moatuser
 mkdir -p "$home" && chown "$uid:$gid" "$home" || fail "cannot create $home"
 # Tools that look the user up (git, ssh, python's getpass) need a passwd entry.
-if ! grep -q "^[^:]*:[^:]*:$uid:" /etc/passwd 2>/dev/null; then
+if ! has_id /etc/passwd "$uid"; then
   name=moatuser
-  grep -q '^moatuser:' /etc/passwd 2>/dev/null && name="moat$uid"
+  while IFS=: read -r user _; do [ "$user" = moatuser ] && name="moat$uid"; done </etc/passwd 2>/dev/null
   echo "$name:x:$uid:$gid:moat:$home:/bin/sh" >>/etc/passwd 2>/dev/null || say "warning: cannot add user $uid to /etc/passwd"
 fi
-if ! grep -q "^[^:]*:[^:]*:$gid:" /etc/group 2>/dev/null; then
+if ! has_id /etc/group "$gid"; then
   echo "moat$gid:x:$gid:" >>/etc/group 2>/dev/null || say "warning: cannot add group $gid to /etc/group"
 fi
 export HOME="$home"
