@@ -154,7 +154,6 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
         command: vec!["sh".into(), "-c".into(), script],
         name: None,
         configured_name: None,
-        grant_names: vec!["rotating".into()],
         config_env: vec![],
         flag_env: vec![],
         interactive: false,

@@ -174,7 +174,6 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         command,
         name: args.name.clone(),
         configured_name: config.name.clone(),
-        grant_names: resolved.iter().map(|g| g.name().to_owned()).collect(),
         config_env,
         flag_env,
         interactive,

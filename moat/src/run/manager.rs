@@ -5,7 +5,7 @@
 //! refresh capability while the run lasts; `run_stopped` and `cleanup` exactly once at the end. A
 //! built-in, a plugin and a test double all go through the same code, and nothing here names one.
 //!
-//! Every resource a run takes is recorded in [`Acquired`] as it is taken, and [`Acquired::release`]
+//! Every resource a run takes is recorded in `Acquired` as it is taken, and `Manager::release`
 //! gives all of them back, in reverse, exactly once: after a normal exit, a Ctrl-C, a container
 //! that died or was removed, and an error half-way through creation alike.
 
@@ -39,7 +39,7 @@ use crate::proxy::UpstreamConfig;
 use crate::proxy::{
     Blocked, CaError, CertificateAuthority, NetworkPolicy, PolicyMode, RunSpec, RunToken,
 };
-use crate::runtime::init::CA_DIR;
+use crate::runtime::init::{CA_DIR, INIT_FILES_DIR};
 use crate::runtime::progress::Progress;
 use crate::runtime::{
     BindMount, ContainerId, ContainerSpec, ImagePlan, ImageRequest, InitOptions, InitScript,
@@ -50,8 +50,6 @@ use crate::runtime::{
 pub const CONTAINER_HOME: &str = "/home/moatuser";
 /// How long a stopped container gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Where provider files for the init to copy are mounted.
-const INIT_FILES_DIR: &str = "/moat/init-files";
 
 /// What to run, fully decided (flags merged over `moat.yaml` by the CLI).
 #[derive(Debug, Clone)]
@@ -64,8 +62,6 @@ pub struct RunRequest {
     pub name: Option<String>,
     /// `moat.yaml`'s `name`, used when `--name` is absent.
     pub configured_name: Option<String>,
-    /// Grants already resolved (credentials loaded, rules built).
-    pub grant_names: Vec<String>,
     /// `moat.yaml`'s `env`.
     pub config_env: Vec<EnvVar>,
     /// `-e` flags.

@@ -31,6 +31,10 @@ pub const SCRIPT: &str = include_str!("moat-init.sh");
 /// Where the script's directory is mounted in the container.
 pub const INIT_DIR: &str = "/moat/init";
 
+/// Where the files providers ask for are staged, read-only, laid out as under the container's
+/// home; the script copies them into `/home/moatuser` and gives them to the user.
+pub const INIT_FILES_DIR: &str = "/moat/init-files";
+
 /// The script's file name in [`INIT_DIR`].
 pub const SCRIPT_NAME: &str = "moat-init.sh";
 

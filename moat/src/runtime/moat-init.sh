@@ -7,8 +7,9 @@
 #      the proxy too; never fatal;
 #   2. with MOAT_FIREWALL=<proxy ip>:<port> (the strict policy), allows outgoing traffic only to
 #      loopback, established connections and the proxy; fails closed when it cannot;
-#   3. becomes MOAT_UID:MOAT_GID (the workspace's owner on the host) with HOME=/home/moatuser,
-#      no capabilities and no way to regain privileges, and execs the command.
+#   3. copies the providers' files (staged at /moat/init-files) into HOME=/home/moatuser, then
+#      becomes MOAT_UID:MOAT_GID (the workspace's owner on the host) with no capabilities and no
+#      way to regain privileges, and execs the command.
 # Exit codes: the command's own; 127 when it is not found (as Docker); 125 when this script
 # cannot set the container up (the command never ran).
 set -u
@@ -94,6 +95,19 @@ gid=${MOAT_GID:-$uid}
 unset MOAT_UID MOAT_GID MOAT_FIREWALL MOAT_TTY_SIZE
 case "$uid:$gid" in *[!0-9:]* | :* | *:) fail "MOAT_UID and MOAT_GID must be numbers, got '$uid:$gid'" ;; esac
 
+# The home, for root too, with the files providers asked for: moat stages them read-only at
+# /moat/init-files, laid out as under the home (tools that write next to their config, like gh,
+# cannot have it bind-mounted). Copied, then given to the user.
+home=/home/moatuser
+mkdir -p "$home" && chown "$uid:$gid" "$home" || fail "cannot create $home"
+if [ -d /moat/init-files ]; then
+  cp -R /moat/init-files/. "$home"/ || fail "cannot copy the providers' files into $home"
+  for entry in /moat/init-files/* /moat/init-files/.[!.]*; do
+    if [ -e "$entry" ]; then chown -R "$uid:$gid" "$home/${entry##*/}" || fail "cannot chown $home/${entry##*/}"; fi
+  done
+fi
+export HOME="$home"
+
 if [ "$uid" = 0 ]; then
   # Root stays root (the workspace belongs to root), but under the firewall it must not be able
   # to take it down again.
@@ -104,8 +118,6 @@ if [ "$uid" = 0 ]; then
   exec "$@"
 fi
 
-home=/home/moatuser
-mkdir -p "$home" && chown "$uid:$gid" "$home" || fail "cannot create $home"
 # Tools that look the user up (git, ssh, python's getpass) need a passwd entry.
 if ! has_id /etc/passwd "$uid"; then
   name=moatuser
@@ -115,7 +127,6 @@ fi
 if ! has_id /etc/group "$gid"; then
   echo "moat$gid:x:$gid:" >>/etc/group 2>/dev/null || say "warning: cannot add group $gid to /etc/group"
 fi
-export HOME="$home"
 command -v setpriv >/dev/null 2>&1 || fail "setpriv (util-linux) is missing from the image; moat needs it to drop root"
 exec setpriv --reuid "$uid" --regid "$gid" --clear-groups \
   --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
