@@ -38,6 +38,7 @@ mod env;
 mod github;
 mod https;
 mod proxy;
+mod reporter;
 mod secrets;
 mod stream;
 
@@ -49,6 +50,7 @@ pub use proxy::{
     ProxyProcess, basic_proxy_auth, client_tls, connect_tunnel, proc_status_kib, read_head,
     read_log, roots_from_pem, tls_through_proxy,
 };
+pub use reporter::RecordingReporter;
 pub use secrets::{
     assert_no_secret, assert_no_secret_in_dir, assert_no_secret_named, files_containing,
 };

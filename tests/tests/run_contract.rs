@@ -2,37 +2,18 @@
 //! mounts and init files reach the container, and its `run_stopped` and `cleanup` are called
 //! exactly once at the end, whether the command succeeded, failed or never started.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use moat::credential::{CredentialStore, KeyConfig};
 use moat::home::MoatHome;
 use moat::provider::{ProviderSource, Registry, resolve_grants};
 use moat::proxy::{NetworkPolicy, UpstreamConfig};
-use moat::run::manager::{Manager, RunIo, RunReporter, RunRequest};
-use moat::runtime::progress::{NoProgress, Progress};
+use moat::run::manager::{Manager, RunIo, RunRequest};
 use moat::runtime::{DockerRuntime, ImageRequest};
 use moat_plugin_sdk::testkit::MockProvider;
 use moat_plugin_sdk::{CleanupToken, ContainerFiles, Credential, InitFile, Mount};
-use moat_tests::docker;
+use moat_tests::{RecordingReporter, docker};
 use tokio::io::AsyncReadExt as _;
-
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
-
-impl RunReporter for Lines {
-    fn status(&self, line: &str) {
-        self.0.lock().unwrap().push(line.to_owned());
-    }
-    fn warn(&self, line: &str) {
-        self.0.lock().unwrap().push(format!("warning: {line}"));
-    }
-    fn blocked(&self, blocked: &moat::proxy::Blocked) {
-        self.0.lock().unwrap().push(blocked.to_string());
-    }
-    fn progress(&self) -> &dyn Progress {
-        &NoProgress
-    }
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -87,7 +68,7 @@ async fn run(setup: &Setup, command: &str) -> (Result<i64, String>, String, Vec<
     let grants = resolve_grants(&registry, &store, &["mock".to_owned()])
         .await
         .unwrap();
-    let reporter = Arc::new(Lines::default());
+    let reporter = Arc::new(RecordingReporter::default());
     let manager = Manager {
         home: setup.home.clone(),
         credentials: Arc::new(store),
@@ -120,7 +101,7 @@ async fn run(setup: &Setup, command: &str) -> (Result<i64, String>, String, Vec<
     drop(manager);
     let mut stdout = String::new();
     out_read.read_to_string(&mut stdout).await.unwrap();
-    let lines = reporter.0.lock().unwrap().clone();
+    let lines = reporter.lines();
     let result = outcome
         .map(|o| o.exit_code.unwrap_or(-1))
         .map_err(|e| e.to_string());

@@ -3,8 +3,8 @@
 //! `moat run` uses, with a test provider whose credentials live a few seconds (no provider that
 //! ships with moat expires that fast).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,15 +12,14 @@ use moat::credential::{CredentialStore, KeyConfig};
 use moat::home::MoatHome;
 use moat::provider::{ProviderSource, Registry, resolve_grants};
 use moat::proxy::{NetworkPolicy, ResolveOverrides, UpstreamConfig};
-use moat::run::manager::{Manager, RunIo, RunReporter, RunRequest};
-use moat::runtime::progress::{NoProgress, Progress};
+use moat::run::manager::{Manager, RunIo, RunRequest};
 use moat::runtime::{DockerRuntime, ImageRequest};
 use moat_plugin_sdk::{
     Credential, CredentialProvider, GrantRequest, GrantStep, ProviderInfo, ProviderResult,
     ProxyRule, ProxyRules, RefreshableProvider, Refreshed, Secret,
 };
-use moat_tests::docker;
 use moat_tests::{FakeHttps, Recorded, Reply, TestCa};
+use moat_tests::{RecordingReporter, docker};
 
 const HOST: &str = "api.rotating.test";
 /// How long each credential lives: the refresh is due a second or so before.
@@ -80,24 +79,6 @@ impl RefreshableProvider for Rotating {
     }
 }
 
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
-
-impl RunReporter for Lines {
-    fn status(&self, line: &str) {
-        self.0.lock().unwrap().push(line.to_owned());
-    }
-    fn warn(&self, line: &str) {
-        self.0.lock().unwrap().push(format!("warning: {line}"));
-    }
-    fn blocked(&self, blocked: &moat::proxy::Blocked) {
-        self.0.lock().unwrap().push(blocked.to_string());
-    }
-    fn progress(&self) -> &dyn Progress {
-        &NoProgress
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart() {
     if !docker::available("run_refresh") {
@@ -130,7 +111,7 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
         .await
         .unwrap();
 
-    let reporter = Arc::new(Lines::default());
+    let reporter = Arc::new(RecordingReporter::default());
     let manager = Manager {
         home: home.clone(),
         credentials: Arc::new(store),
@@ -170,12 +151,7 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let outcome = manager.run(request, grants, io, stopped).await.unwrap();
-    assert_eq!(
-        outcome.exit_code,
-        Some(0),
-        "{:?}",
-        reporter.0.lock().unwrap()
-    );
+    assert_eq!(outcome.exit_code, Some(0), "{:?}", reporter.lines());
 
     let seen: Vec<(String, String)> = upstream
         .requests()
