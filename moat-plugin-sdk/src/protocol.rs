@@ -29,6 +29,14 @@ pub const PLUGIN_FLAG: &str = "--moat-plugin";
 /// Set (to `1`) in the plugin's environment by moat, alongside [`PLUGIN_FLAG`].
 pub const PLUGIN_ENV: &str = "MOAT_PLUGIN";
 
+/// The log level moat asks a plugin to write, set by moat in the plugin's environment from its
+/// own verbosity: one of [`LOG_LEVELS`] (`info` by default, `debug` with `-v`, `trace` with
+/// `-vv`). A value the user set in moat's environment is passed on unchanged.
+pub const LOG_ENV: &str = "MOAT_PLUGIN_LOG";
+
+/// The values of [`LOG_ENV`], most severe first. A plugin writes records at that level and above.
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
 /// The executable name prefix: `moat-provider-<name>` provides `<name>`.
 pub const EXECUTABLE_PREFIX: &str = "moat-provider-";
 
