@@ -56,6 +56,7 @@ pub struct InitFile {
 
 /// Arguments of [`CredentialProvider::mounts`](crate::CredentialProvider::mounts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "`mounts` params.")]
 pub struct MountsRequest {
     /// The stored credential.
     pub credential: Credential,
@@ -74,6 +75,7 @@ pub struct ContainerFiles {
     pub init_files: Vec<InitFile>,
     /// Handed back to [`CredentialProvider::cleanup`](crate::CredentialProvider::cleanup) when the
     /// run ends (for example a staging folder to delete). Opaque to moat.
+    #[schemars(description = "Handed back to `cleanup` when the run ends (for example a staging folder to delete). Opaque to moat.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<CleanupToken>,
 }
@@ -95,6 +97,7 @@ pub struct McpServer {
 
 /// Arguments of [`AgentProvider::prepare_container`](crate::AgentProvider::prepare_container).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "`prepare_container` params.")]
 pub struct PrepareOpts {
     /// The agent's own credential, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

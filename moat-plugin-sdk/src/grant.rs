@@ -40,15 +40,20 @@ impl GrantRequest {
 
 /// The user's answer to one [`Prompt`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "The user's answer to one prompt, under the prompt's `id` in `answers`.")]
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     /// Answer to a [`PromptKind::Secret`].
+    #[schemars(description = "Answer to a `secret` prompt.")]
     Secret(Secret),
     /// Answer to a [`PromptKind::Text`].
+    #[schemars(description = "Answer to a `text` prompt.")]
     Text(String),
     /// Answer to a [`PromptKind::Confirm`].
+    #[schemars(description = "Answer to a `confirm` prompt.")]
     Confirm(bool),
     /// Answer to a [`PromptKind::Choice`]: the chosen option's `value`.
+    #[schemars(description = "Answer to a `choice` prompt: the chosen option's `value`.")]
     Choice(String),
 }
 
@@ -104,6 +109,7 @@ pub enum GrantStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Prompt {
     /// Identifies the answer in [`GrantRequest::answers`].
+    #[schemars(description = "The key of this prompt's answer in the next `grant` call's `answers`.")]
     pub id: String,
     /// The question (`GitHub token`, `Use token from gh CLI?`).
     pub message: String,
@@ -171,19 +177,23 @@ impl Prompt {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PromptKind {
     /// Hidden input; answered with [`Answer::Secret`].
+    #[schemars(description = "Hidden input; answered with `{\"secret\": ...}`.")]
     Secret,
     /// Visible input; answered with [`Answer::Text`].
+    #[schemars(description = "Visible input; answered with `{\"text\": ...}`.")]
     Text {
         /// Taken on an empty answer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         default: Option<String>,
     },
     /// Yes or no; answered with [`Answer::Confirm`].
+    #[schemars(description = "Yes or no; answered with `{\"confirm\": true}` or `false`.")]
     Confirm {
         /// Taken on an empty answer and when no one can answer.
         default: bool,
     },
     /// One of several options; answered with [`Answer::Choice`]. The first is the default.
+    #[schemars(description = "One of several options; answered with `{\"choice\": value}`. The first is the default.")]
     Choice {
         /// The options, in display order.
         options: Vec<ChoiceOption>,
@@ -192,8 +202,10 @@ pub enum PromptKind {
 
 /// One entry of a [`PromptKind::Choice`] menu.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "One entry of a `choice` prompt's menu.")]
 pub struct ChoiceOption {
     /// What comes back in [`Answer::Choice`].
+    #[schemars(description = "What comes back in the `choice` answer.")]
     pub value: String,
     /// What the user reads.
     pub label: String,

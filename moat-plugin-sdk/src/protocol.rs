@@ -29,6 +29,14 @@ pub const PLUGIN_FLAG: &str = "--moat-plugin";
 /// Set (to `1`) in the plugin's environment by moat, alongside [`PLUGIN_FLAG`].
 pub const PLUGIN_ENV: &str = "MOAT_PLUGIN";
 
+/// The log level moat asks a plugin to write, set by moat in the plugin's environment from its
+/// own verbosity: one of [`LOG_LEVELS`] (`info` by default, `debug` with `-v`, `trace` with
+/// `-vv`). A value the user set in moat's environment is passed on unchanged.
+pub const LOG_ENV: &str = "MOAT_PLUGIN_LOG";
+
+/// The values of [`LOG_ENV`], most severe first. A plugin writes records at that level and above.
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
 /// The executable name prefix: `moat-provider-<name>` provides `<name>`.
 pub const EXECUTABLE_PREFIX: &str = "moat-provider-";
 
@@ -83,12 +91,15 @@ pub struct InitializeResult {
     /// The provider's identity and declared capabilities.
     pub info: ProviderInfo,
     /// The agent's commands, when it declares [`Capability::Agent`](crate::Capability::Agent).
+    #[schemars(description = "With the `agent` capability: the CLI commands it adds.")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_commands: Vec<AgentCommand>,
     /// The endpoint paths, when it declares [`Capability::Endpoint`](crate::Capability::Endpoint).
+    #[schemars(description = "With the `endpoint` capability: the path prefixes the proxy forwards to it.")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointDecl>,
     /// Seconds between refreshes, when it declares [`Capability::Refresh`](crate::Capability::Refresh).
+    #[schemars(description = "With the `refresh` capability: the longest time between refreshes, in seconds (absent or 0: 300).")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_interval_secs: Option<u64>,
     /// The plugin's own version (its crate or package version), for diagnostics only.
@@ -191,6 +202,7 @@ pub mod code {
 
 /// `error.data` of a provider error: the machine-readable [`ErrorKind`] and the user's hint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "`error.data` of a provider error: the machine-readable `kind` and the user's hint.")]
 pub struct ErrorData {
     /// The error's category.
     pub kind: ErrorKind,
@@ -280,5 +292,98 @@ fn received<T: JsonSchema>(file: &'static str, title: &str) -> MessageSchema {
 
 fn titled(file: &'static str, title: &str, mut schema: schemars::Schema) -> MessageSchema {
     schema.insert("title".into(), format!("moat protocol v1: {title}").into());
+    let mut value = serde_json::Value::from(schema);
+    for_json_readers(&mut value);
+    if let Some(defs) = value.get_mut("$defs").and_then(serde_json::Value::as_object_mut) {
+        for (name, reader_rule) in OPEN_ENUMS {
+            if let Some(def) = defs.get_mut(*name) {
+                open_enum(def, reader_rule);
+            }
+        }
+    }
+    let schema = schemars::Schema::try_from(value).expect("a schema stays a JSON object");
     MessageSchema { file, schema }
+}
+
+/// The enumerations a reader must accept unknown values of (`schema/README.md` §9), with what a
+/// reader does with one. Their schemas accept any string besides the listed values, so that a
+/// reader validating with them tolerates a value added later in v1.
+const OPEN_ENUMS: &[(&str, &str)] = &[
+    (
+        "Capability",
+        "Any other string: a capability added later in v1; readers ignore it.",
+    ),
+    (
+        "ErrorKind",
+        "Any other string: a kind added later in v1; readers treat it as `internal`.",
+    ),
+];
+
+/// `{"oneOf": [consts]}` becomes `{"anyOf": [{"oneOf": [consts]}, {"type": "string"}]}`.
+fn open_enum(def: &mut serde_json::Value, reader_rule: &str) {
+    let Some(object) = def.as_object_mut() else {
+        return;
+    };
+    let Some(known) = object.remove("oneOf") else {
+        return;
+    };
+    object.insert(
+        "anyOf".into(),
+        serde_json::json!([
+            { "oneOf": known },
+            { "type": "string", "description": reader_rule },
+        ]),
+    );
+}
+
+/// Descriptions come from the Rust doc comments: intra-doc links (`` [`Foo`](crate::Foo) ``,
+/// `` [`Foo`] ``) are reduced to their text, for readers of JSON.
+fn for_json_readers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, member) in object.iter_mut() {
+                match member {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = strip_doc_links(text);
+                    }
+                    other => for_json_readers(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(for_json_readers),
+        _ => {}
+    }
+}
+
+/// `` [`A`](crate::A) `` and `` [`A`] `` become `` `A` ``; other text is kept.
+fn strip_doc_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[`") {
+        let Some(len) = rest[start + 2..].find("`]") else {
+            break;
+        };
+        let code = &rest[start + 1..start + 2 + len + 1];
+        out.push_str(&rest[..start]);
+        out.push_str(code);
+        rest = &rest[start + 2 + len + 2..];
+        if rest.starts_with('(')
+            && let Some(end) = rest.find(')')
+        {
+            rest = &rest[end + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn doc_links_become_code() {
+        assert_eq!(
+            super::strip_doc_links("See [`Foo`](crate::Foo) and [`Bar::baz`], [x](y)."),
+            "See `Foo` and `Bar::baz`, [x](y)."
+        );
+    }
 }

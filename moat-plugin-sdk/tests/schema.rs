@@ -91,3 +91,68 @@ fn every_method_has_params_and_result() {
         assert!(files.contains(extra), "{extra}");
     }
 }
+
+/// Every description in `v1/`, with where it is.
+fn descriptions(value: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, member) in object {
+                let here = format!("{at}/{key}");
+                match member {
+                    serde_json::Value::String(text) if key == "description" => {
+                        out.push((here, text.clone()))
+                    }
+                    other => descriptions(other, &here, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                descriptions(item, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn descriptions_are_written_for_readers_of_json() {
+    let mut problems = Vec::new();
+    for message in schemas() {
+        let mut found = Vec::new();
+        descriptions(message.schema.as_value(), message.file, &mut found);
+        for (at, text) in found {
+            for rust in ["](", "[`", "crate::", "::", "Go implementation", "`None`"] {
+                if text.contains(rust) {
+                    problems.push(format!("{at}: {rust:?} in {text:?}"));
+                }
+            }
+        }
+        let text = serde_json::to_string(message.schema.as_value()).unwrap();
+        if text.contains(r#""const":"unknown""#) {
+            problems.push(format!("{}: a literal \"unknown\" value", message.file));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// §9: readers tolerate unknown capabilities and error kinds, so the schemas accept any string
+/// there, besides listing the known values.
+#[test]
+fn open_enumerations_accept_any_string() {
+    for (file, def) in [
+        ("initialize.result.json", "Capability"),
+        ("error-data.json", "ErrorKind"),
+    ] {
+        let message = schemas().into_iter().find(|m| m.file == file).unwrap();
+        let def = &message.schema.as_value()["$defs"][def];
+        let any_of = def["anyOf"].as_array().unwrap_or_else(|| panic!("{file}: {def}"));
+        assert!(any_of.iter().any(|branch| branch["oneOf"].is_array()), "{file}: {def}");
+        assert!(
+            any_of
+                .iter()
+                .any(|branch| branch["type"] == "string" && branch.get("const").is_none()),
+            "{file}: {def}"
+        );
+    }
+}

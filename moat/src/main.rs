@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbosity());
+    moat::plugin::set_log_verbosity(cli.verbosity());
 
     // Explicit registration, in precedence order: built-ins first, so nothing can shadow them.
     let mut registry = Registry::new();

@@ -128,3 +128,48 @@ fn bad_names_and_permissions_stop_early() {
     support::write_executable(&plugin, &std::fs::read_to_string(&plugin).unwrap(), 0o644);
     check(&plugin).code(1).stdout(contains("chmod +x"));
 }
+
+/// The grant's check lines from a JSON report, as `outcome: detail`.
+fn grant_lines(report: &serde_json::Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "grant")
+        .map(|c| format!("{}: {}", c["outcome"].as_str().unwrap(), c["detail"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_check_answers_the_grant_questions_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = install(dir.path(), "good", "ok", &[]);
+    let lines = grant_lines(&report(&plugin));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("pass: "), "{lines:?}");
+    assert!(lines[0].contains("after asking for token"), "{lines:?}");
+}
+
+#[test]
+fn a_grant_broken_after_its_first_question_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, words) in [
+        ("grant_bad_prompt", "grant.result.json"),
+        ("grant_reasks", "asked \"token\" again"),
+        ("grant_no_created_at", "at /credential"),
+        ("grant_other_provider", "\"someone-else\""),
+    ] {
+        let plugin = install(dir.path(), &mode.replace('_', "-"), mode, &[]);
+        let report = report(&plugin);
+        let lines = grant_lines(&report);
+        assert!(
+            lines.iter().any(|l| l.starts_with("fail: ") && l.contains(words)),
+            "{mode}: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("pass: ")),
+            "{mode}: {lines:?}"
+        );
+        check(&plugin).code(1);
+    }
+}

@@ -227,6 +227,42 @@ fn grant_through_a_plugin_stores_the_credential() {
     }
 }
 
+/// The `log-level` values the fake plugin's starts logged, in order.
+fn log_levels(env: &Env) -> Vec<String> {
+    let text = std::fs::read_to_string(&env.log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("log-level "))
+        .filter_map(|rest| rest.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn plugins_are_told_the_log_level_from_moats_verbosity() {
+    let mut env = Env::new();
+    env.install("bin", "fake", "ok");
+    env.set("FAKE_TOKEN", "tok-from-env-0123");
+    for (args, level) in [
+        (&["grant", "fake", "--no-input"][..], "info"),
+        (&["-v", "grant", "fake", "--no-input"][..], "debug"),
+        (&["-vv", "grant", "fake", "--no-input"][..], "trace"),
+    ] {
+        std::fs::write(&env.log, "").unwrap();
+        env.moat().args(args).assert().success();
+        let levels = log_levels(&env);
+        assert!(!levels.is_empty(), "{args:?}: the plugin was not started");
+        assert!(levels.iter().all(|l| l == level), "{args:?}: {levels:?}");
+    }
+    // A level the user set is passed on as it is.
+    env.set("MOAT_PLUGIN_LOG", "warn");
+    std::fs::write(&env.log, "").unwrap();
+    env.moat()
+        .args(["-vv", "grant", "fake", "--no-input"])
+        .assert()
+        .success();
+    let levels = log_levels(&env);
+    assert!(!levels.is_empty() && levels.iter().all(|l| l == "warn"), "{levels:?}");
+}
+
 #[test]
 fn a_token_the_plugin_logs_before_returning_it_is_redacted() {
     let mut env = Env::new();

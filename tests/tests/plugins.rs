@@ -90,6 +90,8 @@ fn gitlab_plugin_is_listed_granted_shown_and_revoked() {
         .success()
         .stdout(contains("Provider: gitlab"))
         .stdout(contains("Source:   env"))
+        // The pin's key is shown as the spec names it (it was `Moat.plugin_sha256`).
+        .stdout(contains("\nmoat.plugin_sha256: "))
         .get_output()
         .clone();
     assert_no_secret_named(

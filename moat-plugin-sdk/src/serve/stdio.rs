@@ -15,10 +15,8 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::ProviderInfo;
-use crate::protocol::{EXECUTABLE_PREFIX, PLUGIN_FLAG};
+use crate::protocol::{EXECUTABLE_PREFIX, LOG_ENV, LOG_LEVELS, PLUGIN_FLAG};
 
-/// The environment variables read for the log filter, first match wins.
-pub(crate) const LOG_ENV: [&str; 2] = ["MOAT_PLUGIN_LOG", "RUST_LOG"];
 
 /// Log targets that are never enabled, because they would print secrets.
 const SILENCED: &str = "jsonrpsee=off";
@@ -43,15 +41,35 @@ pub(crate) fn explanation(argv0: Option<&OsString>, info: &ProviderInfo) -> Stri
     )
 }
 
+/// The filter directives for the plugin's log: the protocol's level in `MOAT_PLUGIN_LOG` (`error`
+/// ... `trace`, any case); else, for Rust developers, `RUST_LOG` in `EnvFilter` syntax; else
+/// `info`. A `MOAT_PLUGIN_LOG` that is not a level is read as `EnvFilter` directives too (an SDK
+/// extension, not part of the protocol).
+pub(crate) fn log_directives(plugin_log: Option<&str>, rust_log: Option<&str>) -> String {
+    fn set(value: Option<&str>) -> Option<&str> {
+        value.map(str::trim).filter(|v| !v.is_empty())
+    }
+    match (set(plugin_log), set(rust_log)) {
+        (Some(level), _) => {
+            let lower = level.to_ascii_lowercase();
+            if LOG_LEVELS.contains(&lower.as_str()) {
+                lower
+            } else {
+                level.to_string()
+            }
+        }
+        (None, Some(directives)) => directives.to_string(),
+        (None, None) => "info".to_string(),
+    }
+}
+
 /// Installs a `tracing` subscriber writing JSON lines to stderr (`{"timestamp", "level",
-/// "message", "target", ...}`), filtered by `MOAT_PLUGIN_LOG`, else `RUST_LOG`, else `info`.
-/// Does nothing when a global subscriber is already set.
+/// "message", "target", ...}`), filtered as [`log_directives`] says. Does nothing when a global
+/// subscriber is already set.
 pub(crate) fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let directives = LOG_ENV
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
-        .unwrap_or_else(|| "info".into());
+    let var = |name: &str| std::env::var(name).ok();
+    let directives = log_directives(var(LOG_ENV).as_deref(), var("RUST_LOG").as_deref());
     // jsonrpsee logs whole requests and responses at trace level, credentials included: it is
     // silenced whatever the user asked for.
     let directives: Vec<&str> = directives
@@ -164,6 +182,16 @@ pub(crate) fn plain_stdio() -> (Reader, Writer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_level_is_the_protocols_then_rust_log_then_info() {
+        assert_eq!(log_directives(Some("DEBUG"), Some("trace")), "debug");
+        assert_eq!(log_directives(Some(" warn "), None), "warn");
+        assert_eq!(log_directives(Some(""), Some("foo=trace")), "foo=trace");
+        assert_eq!(log_directives(None, None), "info");
+        // An EnvFilter in MOAT_PLUGIN_LOG still works in Rust plugins (not part of the protocol).
+        assert_eq!(log_directives(Some("my_plugin=trace"), None), "my_plugin=trace");
+    }
 
     #[test]
     fn the_flag_is_looked_for_after_argv0() {

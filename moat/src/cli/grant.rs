@@ -298,7 +298,7 @@ fn show(context: &Context, args: ShowArgs) -> CliResult {
         println!("Scopes:   {}", summary.scopes.join(", "));
     }
     for (key, value) in &summary.metadata {
-        println!("{:<9} {value}", format!("{}:", capitalize(key)));
+        println!("{:<9} {value}", format!("{}:", metadata_label(key)));
     }
     println!(
         "Granted:  {} ({})",
@@ -317,6 +317,16 @@ fn show(context: &Context, args: ShowArgs) -> CliResult {
     Ok(())
 }
 
+/// How `moat grant show` labels a metadata key: a plain word capitalised (`Login`), a namespaced
+/// key (`moat.plugin_sha256`) verbatim, since it is a name users look up.
+fn metadata_label(key: &str) -> String {
+    if key.contains('.') {
+        key.to_string()
+    } else {
+        capitalize(key)
+    }
+}
+
 fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
     chars
@@ -330,4 +340,15 @@ fn print_json(value: &impl Serialize) -> CliResult {
         .map_err(|err| CliError::new(format!("cannot write JSON: {err}")))?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_labels_keep_namespaced_keys_verbatim() {
+        assert_eq!(metadata_label("login"), "Login");
+        assert_eq!(metadata_label("moat.plugin_sha256"), "moat.plugin_sha256");
+    }
 }

@@ -16,7 +16,7 @@ use moat_plugin_sdk::protocol::{
     self, CleanupParams, CredentialParams, Empty, InitializeParams, InitializeResult, method,
 };
 use moat_plugin_sdk::{
-    Capability, Credential, EndpointRequest, GrantRequest, MountsRequest, PrepareOpts,
+    Capability, Credential, EndpointRequest, MountsRequest, PrepareOpts,
     RunStoppedContext, Secret, SecretSet, validate_name,
 };
 use serde::Serialize;
@@ -276,22 +276,7 @@ impl Session<'_> {
             credential: credential.clone(),
         };
 
-        let grant = GrantRequest {
-            answers: Default::default(),
-            interactive: false,
-        };
-        if let Some(answer) = self.call("grant", method::GRANT, &grant, true).await {
-            let provider = answer
-                .pointer("/credential/provider")
-                .and_then(Value::as_str);
-            match provider {
-                Some(other) if other != name => self.report.fail(
-                    "grant",
-                    format!("returned a credential for {other:?}, not {name:?}"),
-                ),
-                _ => self.report.pass("grant", describe_grant(&answer)),
-            }
-        }
+        self.grant_conversation(name).await;
         if let Some(rules) = self
             .call(
                 "configure_proxy",
@@ -350,6 +335,107 @@ impl Session<'_> {
         {
             self.report.pass("shutdown", "answers shutdown");
         }
+    }
+
+    /// Drives the grant conversation as `moat grant` does, answering every question itself (a
+    /// secret with the test token, the others with their defaults), and checks every step: each
+    /// answer against the schema, the conversation's rules, and the credential it ends with.
+    async fn grant_conversation(&mut self, name: &str) {
+        const LABEL: &str = "grant";
+        let mut answers = serde_json::Map::new();
+        let mut asked = Vec::new();
+        for _ in 0..MAX_GRANT_STEPS {
+            let request = serde_json::json!({ "answers": answers, "interactive": true });
+            let Some(answer) = self.call(LABEL, method::GRANT, &request, true).await else {
+                // A schema or protocol failure is reported; a well-formed error (the test token
+                // was rejected, say) is a fine end.
+                return;
+            };
+            match answer.get("step").and_then(Value::as_str) {
+                Some("ask") => {
+                    let prompts = answer["prompts"].as_array().cloned().unwrap_or_default();
+                    if prompts.is_empty() {
+                        return self.report.fail(
+                            LABEL,
+                            "asked an empty list of questions: return `done` or an error instead",
+                        );
+                    }
+                    for prompt in &prompts {
+                        let id = prompt.get("id").and_then(Value::as_str).unwrap_or_default();
+                        if id.is_empty() {
+                            return self.report.fail(LABEL, "asked a question without an `id`");
+                        }
+                        if answers.contains_key(id) {
+                            return self.report.fail(
+                                LABEL,
+                                format!(
+                                    "asked {id:?} again after it was answered: the answers so far \
+                                     are in every call's `answers`"
+                                ),
+                            );
+                        }
+                        match answer_for(prompt, &self.token) {
+                            Ok(reply) => {
+                                answers.insert(id.to_string(), reply);
+                                asked.push(id.to_string());
+                            }
+                            Err(problem) => {
+                                return self
+                                    .report
+                                    .fail(LABEL, format!("question {id:?}: {problem}"));
+                            }
+                        }
+                    }
+                }
+                Some("done") => return self.granted(name, &answer["credential"], &asked),
+                other => {
+                    return self.report.fail(
+                        LABEL,
+                        format!("answered with step {other:?}: expected \"ask\" or \"done\""),
+                    );
+                }
+            }
+        }
+        self.report.fail(
+            LABEL,
+            format!("did not finish its grant in {MAX_GRANT_STEPS} steps"),
+        );
+    }
+
+    /// The credential a grant ended with, as moat would store it.
+    fn granted(&mut self, name: &str, credential: &Value, asked: &[String]) {
+        const LABEL: &str = "grant";
+        let provider = credential.get("provider").and_then(Value::as_str);
+        if provider != Some(name) {
+            return self.report.fail(
+                LABEL,
+                format!(
+                    "returned a credential for {}, not {name:?}: `credential.provider` must be \
+                     `info.name`",
+                    provider.map_or_else(|| "no provider".into(), |p| format!("{p:?}"))
+                ),
+            );
+        }
+        if credential
+            .get("token")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return self.report.fail(LABEL, "returned a credential with an empty token");
+        }
+        if credential.get("created_at").and_then(Value::as_str).is_none() {
+            return self.report.fail(
+                LABEL,
+                "returned a credential without `created_at` (an RFC 3339 time)",
+            );
+        }
+        let how = if asked.is_empty() {
+            "without asking".to_string()
+        } else {
+            format!("after asking for {} (answered by the check)", asked.join(", "))
+        };
+        self.report
+            .pass(LABEL, format!("returns a credential for {name:?} {how}"));
     }
 
     async fn handshake(&mut self, name: &str) -> Option<InitializeResult> {
@@ -649,19 +735,41 @@ fn token_forms(token: &str) -> SecretSet {
     SecretSet::from_iter([Secret::new(token)])
 }
 
-fn describe_grant(answer: &Value) -> String {
-    match answer.get("step").and_then(Value::as_str) {
-        Some("ask") => {
-            let ids: Vec<&str> = answer["prompts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get("id").and_then(Value::as_str))
-                .collect();
-            format!("asks for {}", ids.join(", "))
+/// How many `grant` calls a conversation may take (as in `moat grant`).
+const MAX_GRANT_STEPS: usize = 16;
+
+/// What the check answers to one prompt (already valid against the schema): the test token for
+/// a secret, the default for the others. A prompt moat could not ask is an error.
+fn answer_for(prompt: &Value, token: &str) -> Result<Value, String> {
+    if prompt
+        .get("message")
+        .and_then(Value::as_str)
+        .is_none_or(|m| m.trim().is_empty())
+    {
+        return Err("no `message` to show the user".into());
+    }
+    let kind = &prompt["kind"];
+    match kind.get("type").and_then(Value::as_str) {
+        Some("secret") => Ok(serde_json::json!({ "secret": token })),
+        Some("text") => {
+            let default = kind.get("default").and_then(Value::as_str);
+            Ok(serde_json::json!({ "text": default.unwrap_or("moat-check") }))
         }
-        Some("done") => "returns a credential without asking".into(),
-        _ => "answers".into(),
+        Some("confirm") => {
+            let default = kind.get("default").and_then(Value::as_bool).unwrap_or(false);
+            Ok(serde_json::json!({ "confirm": default }))
+        }
+        Some("choice") => {
+            let first = kind
+                .get("options")
+                .and_then(Value::as_array)
+                .and_then(|options| options.first())
+                .and_then(|option| option.get("value"))
+                .and_then(Value::as_str)
+                .ok_or("a choice with no options")?;
+            Ok(serde_json::json!({ "choice": first }))
+        }
+        other => Err(format!("a prompt of kind {other:?}, which moat cannot ask")),
     }
 }
 

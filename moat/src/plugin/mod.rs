@@ -50,6 +50,29 @@ pub use process::{Connection, Timeouts, handshake};
 use crate::home::MoatHome;
 use crate::provider::{ProviderSource, Registry, RegistryError};
 
+/// The level plugins are asked to log at (`MOAT_PLUGIN_LOG`), set once from moat's `-v` count.
+static PLUGIN_LOG_LEVEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Sets the level plugins are asked to log at from moat's verbosity: `info` by default (moat shows
+/// their warnings and errors, and keeps the rest for the report of a failure), `debug` with `-v`,
+/// `trace` with `-vv`. Called once by `main`; later calls change nothing.
+pub fn set_log_verbosity(verbosity: u8) {
+    let level = match verbosity {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let _ = PLUGIN_LOG_LEVEL.set(level);
+}
+
+/// The `MOAT_PLUGIN_LOG` value to start a plugin with, or `None` when the user set one in moat's
+/// environment (it is passed on unchanged).
+pub(crate) fn plugin_log_level() -> Option<&'static str> {
+    let set_by_user = std::env::var_os(moat_plugin_sdk::protocol::LOG_ENV)
+        .is_some_and(|value| !value.is_empty());
+    (!set_by_user).then(|| PLUGIN_LOG_LEVEL.get().copied().unwrap_or("info"))
+}
+
 /// Where plugins live under the home.
 pub const PLUGINS_DIR: &str = "plugins";
 

@@ -474,6 +474,9 @@ async fn spawn_child(path: &Path) -> std::io::Result<tokio::process::Child> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(level) = super::plugin_log_level() {
+            command.env(protocol::LOG_ENV, level);
+        }
         #[cfg(unix)]
         command.process_group(0);
         #[cfg(target_os = "linux")]

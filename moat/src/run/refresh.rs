@@ -5,7 +5,8 @@
 //! first. A renewed credential's rules replace the run's rules in place (requests see the old set
 //! or the new one, never a mix), and the credential is stored, so the next run starts from it.
 //! A failed refresh is reported and retried; the old credential stays in use until it expires,
-//! since a provider that is briefly unreachable should not cut a run off.
+//! since a provider that is briefly unreachable should not cut a run off. A provider that answers
+//! `refresh_not_supported` is not asked again for that credential during the run.
 //!
 //! Nothing here names a provider: it drives [`RefreshableProvider`] through the contract.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use moat_plugin_sdk::{Credential, CredentialProvider, ProviderError, ProxyRules};
+use moat_plugin_sdk::{Credential, CredentialProvider, ErrorKind, ProviderError, ProxyRules};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -146,10 +147,13 @@ async fn refresh_loop(
         .collect();
 
     loop {
-        let Some(next) = slots.iter_mut().min_by_key(|(_, slot)| slot.due) else {
+        let Some(position) = (0..slots.len()).min_by_key(|&i| slots[i].1.due) else {
             return;
         };
-        let (index, slot) = (next.0, &mut next.1);
+        let (index, slot) = {
+            let next = &mut slots[position];
+            (next.0, &mut next.1)
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(slot.due) => {}
             _ = stopped.changed() => return,
@@ -174,6 +178,12 @@ async fn refresh_loop(
                 slot.target.credential = refreshed.credential;
                 slot.retry = FIRST_RETRY;
             }
+            // This credential cannot be refreshed (a token from the environment): not an error,
+            // and not worth asking again during this run.
+            Err(error) if error.kind == ErrorKind::RefreshNotSupported => {
+                tracing::debug!(grant = %grant, "not refreshed: {}", error.message);
+                slots.swap_remove(position);
+            }
             Err(error) => {
                 let retry_in = slot.retry.min(interval).max(MIN_MARGIN);
                 sink.report(RefreshEvent::Failed {
@@ -196,7 +206,7 @@ mod tests {
 
     use async_trait::async_trait;
     use moat_plugin_sdk::{
-        ErrorKind, GrantRequest, GrantStep, ProviderInfo, ProviderResult, ProxyRule,
+        GrantRequest, GrantStep, ProviderInfo, ProviderResult, ProxyRule,
         RefreshableProvider, Refreshed, Secret,
     };
 
@@ -207,6 +217,8 @@ mod tests {
         lifetime: chrono::Duration,
         count: AtomicUsize,
         fail: Vec<usize>,
+        /// Every refresh answers `refresh_not_supported`.
+        unsupported: bool,
     }
 
     impl Expiring {
@@ -249,6 +261,12 @@ mod tests {
         }
         async fn refresh(&self, _: &Credential) -> ProviderResult<Refreshed> {
             let n = self.count.fetch_add(1, Ordering::SeqCst) + 2;
+            if self.unsupported {
+                return Err(ProviderError::new(
+                    ErrorKind::RefreshNotSupported,
+                    "this credential cannot be refreshed",
+                ));
+            }
             if self.fail.contains(&n) {
                 return Err(ProviderError::new(ErrorKind::Network, "upstream is down"));
             }
@@ -341,6 +359,7 @@ mod tests {
             lifetime: chrono::Duration::seconds(10),
             count: AtomicUsize::new(0),
             fail: vec![],
+            unsupported: false,
         });
         let sink = Arc::new(Recorder::default());
         let refresher = Refresher::start(vec![target(provider)], sink.clone());
@@ -364,6 +383,7 @@ mod tests {
             lifetime: chrono::Duration::seconds(60),
             count: AtomicUsize::new(0),
             fail: vec![2],
+            unsupported: false,
         });
         let sink = Arc::new(Recorder::default());
         let refresher = Refresher::start(vec![target(provider)], sink.clone());
@@ -377,6 +397,23 @@ mod tests {
             vec!["failed expiring retry 5s", "refreshed expiring"]
         );
         assert_eq!(*sink.applied.lock().unwrap(), vec!["Bearer token-3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_not_supported_stops_refreshing_that_credential() {
+        let provider = Arc::new(Expiring {
+            lifetime: chrono::Duration::seconds(10),
+            count: AtomicUsize::new(0),
+            fail: vec![],
+            unsupported: true,
+        });
+        let sink = Arc::new(Recorder::default());
+        let refresher = Refresher::start(vec![target(provider.clone())], sink.clone());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        refresher.stop().await;
+        assert_eq!(provider.count.load(Ordering::SeqCst), 1, "asked once");
+        assert!(sink.events.lock().unwrap().is_empty(), "no failure reported");
+        assert!(sink.applied.lock().unwrap().is_empty(), "old rules kept");
     }
 
     #[tokio::test]
