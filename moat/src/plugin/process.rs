@@ -5,9 +5,11 @@
 //! ends the process (SIGKILL to its process group) and reaps it before the error is returned, so
 //! the caller never sees an error while a process lingers. Graceful shutdown is `shutdown` (≤ 2 s),
 //! then end of file on stdin, then ≤ 2 s for the exit, then SIGKILL. A reaper task owns the child
-//! and always `wait`s for it: no zombie. On Linux the child also gets `PR_SET_PDEATHSIG`, so it
-//! dies with moat even when moat is killed with SIGKILL; it runs in its own process group, so a
-//! Ctrl-C on the terminal reaches only moat, which then ends its plugins itself.
+//! and always `wait`s for it: no zombie; once the plugin has exited, however it ended, its process
+//! group is killed too, so nothing it started in its group outlives it. On Linux the child also
+//! gets `PR_SET_PDEATHSIG`, so it dies with moat even when moat is killed with SIGKILL; it runs in
+//! its own process group, so a Ctrl-C on the terminal reaches only moat, which then ends its
+//! plugins itself.
 
 #![cfg_attr(
     unix,
@@ -241,7 +243,16 @@ impl Connection {
         let reaper_name = name.to_string();
         tokio::spawn(async move {
             let status = tokio::select! {
-                status = child.wait() => status,
+                status = child.wait() => {
+                    // It exited on its own: whatever it started in its process group (a
+                    // background child, stdio inherited or not) goes with it. The group outlives
+                    // its reaped leader while it has members, so its id cannot be reused by then;
+                    // once it is empty, the kill finds no one (pids are not reused within the
+                    // instant between the two calls). Children that made their own session or
+                    // group are out of reach.
+                    kill_group(pid);
+                    status
+                }
                 () = reaper_kill.notified() => {
                     kill_group(pid);
                     let _ = child.start_kill();
