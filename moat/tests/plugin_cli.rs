@@ -254,6 +254,52 @@ fn a_token_the_plugin_logs_before_returning_it_is_redacted() {
 }
 
 #[test]
+fn a_failing_grant_never_prints_a_secret_of_the_environment() {
+    let mut env = Env::new();
+    env.install("bin", "fake", "leaks_env");
+    // Never handed to moat: a token variable, a password variable, and a variable with a plain
+    // name that the plugin's prompt says it reads.
+    let secrets = [
+        ("FAKE_TOKEN", "tok-from-env-0123456789"),
+        ("FAKE_SERVICE_PASSWORD", "pw-from-env-9876543210"),
+        ("FAKE_ACCOUNT", "account-from-env-55555"),
+    ];
+    for (key, value) in secrets {
+        env.set(key, value);
+    }
+    for verbosity in [None, Some("-vv")] {
+        let mut moat = env.moat();
+        // The account prompt is answered on stdin.
+        moat.args(verbosity)
+            .args(["grant", "fake"])
+            .write_stdin("someone\n");
+        let output = moat.output().unwrap();
+        assert!(!output.status.success(), "{output:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for (key, value) in secrets {
+            assert!(!text.contains(value), "{key} leaked ({verbosity:?}): {text}");
+        }
+        assert!(
+            text.contains("the fake service refused [REDACTED] [REDACTED] [REDACTED]"),
+            "{text}"
+        );
+        if verbosity.is_some() {
+            for line in [
+                "read [REDACTED] [REDACTED]",
+                "plain line with [REDACTED] [REDACTED]",
+                "about to fail with [REDACTED] [REDACTED]",
+            ] {
+                assert!(text.contains(line), "missing {line:?} in {text}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_broken_plugin_does_not_break_moat() {
     let env = Env::new();
     env.install("bin", "crashy", "exit_at_start");

@@ -99,6 +99,34 @@ impl Timeouts {
     }
 }
 
+/// True for the name of an environment variable whose value is scrubbed from every plugin's
+/// output: it contains `TOKEN`, `KEY`, `SECRET`, `PASSWORD`, `PASSWD` or `CREDENTIAL` (in any
+/// case). A plugin inherits moat's environment and may read, log or quote such a value before moat
+/// was ever handed it.
+pub fn is_secret_env_name(name: &str) -> bool {
+    const WORDS: [&str; 6] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"];
+    let name = name.to_ascii_uppercase();
+    WORDS.iter().any(|word| name.contains(word))
+}
+
+/// The values of moat's environment variables whose names say they are secret (see
+/// [`is_secret_env_name`]), as a set to scrub from what plugins say.
+pub fn environment_secrets() -> moat_plugin_sdk::SecretSet {
+    std::env::vars_os()
+        .filter(|(name, _)| name.to_str().is_some_and(is_secret_env_name))
+        .filter_map(|(_, value)| value.into_string().ok())
+        .map(moat_plugin_sdk::Secret::new)
+        .collect()
+}
+
+/// The value of the environment variable `name` (a prompt's `env`), as a secret to scrub.
+pub fn env_secret(name: &str) -> Option<moat_plugin_sdk::Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .map(moat_plugin_sdk::Secret::new)
+}
+
 /// The client talking to one plugin.
 type Rpc = Client<ChildStdin>;
 
@@ -207,6 +235,8 @@ impl Connection {
             false => None,
         };
         let shared = Arc::new(Shared::new(name.to_string(), path.to_path_buf()));
+        // From its first byte: a plugin may log a secret of its environment while starting.
+        shared.remember_secrets(&environment_secrets());
         let mut child = match spawn_child(path).await {
             Ok(child) => child,
             Err(err) => return Err(fault(Failure::Spawn(err.to_string()))),
@@ -610,6 +640,24 @@ pub async fn handshake_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_variable_names() {
+        for name in [
+            "GITHUB_TOKEN",
+            "gh_token",
+            "OPENAI_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "DB_PASSWORD",
+            "SMB_PASSWD",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ] {
+            assert!(is_secret_env_name(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "USER", "LANG", "MOAT_HOME", "TERM"] {
+            assert!(!is_secret_env_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn the_env_override_applies_to_every_call_but_grant() {
