@@ -300,6 +300,36 @@ fn a_failing_grant_never_prints_a_secret_of_the_environment() {
 }
 
 #[test]
+fn moat_sends_no_request_before_initialize_is_answered() {
+    let mut env = Env::new();
+    env.install("bin", "late", "late_init");
+    env.set("FAKE_TOKEN", "tok-late-0123456789");
+    let cache = env.dir("home").join("cache/plugins.json");
+    for path in ["cold", "cached"] {
+        assert_eq!(cache.exists(), path == "cached", "{path}");
+        env.moat()
+            .args(["grant", "late", "--no-input"])
+            .assert()
+            .success();
+    }
+    // The plugin handles every message on its own thread and answers initialize 1 s late: moat
+    // waited each time, sending nothing else (only a notification would be allowed) before it.
+    let log = std::fs::read_to_string(&env.log).unwrap();
+    let received: Vec<&str> = log.lines().filter(|l| l.starts_with("recv ")).collect();
+    let before: Vec<&&str> = received.iter().filter(|l| l.ends_with(" before")).collect();
+    assert!(
+        before.iter().all(|l| **l == "recv initialize before"),
+        "a request reached the plugin before its initialize answer: {log}"
+    );
+    assert_eq!(before.len(), env.starts().len(), "{log}");
+    let grants = received
+        .iter()
+        .filter(|l| **l == "recv grant after")
+        .count();
+    assert_eq!(grants, 2, "{log}");
+}
+
+#[test]
 fn a_broken_plugin_does_not_break_moat() {
     let env = Env::new();
     env.install("bin", "crashy", "exit_at_start");
