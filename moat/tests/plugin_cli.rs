@@ -281,7 +281,10 @@ fn a_failing_grant_never_prints_a_secret_of_the_environment() {
             String::from_utf8_lossy(&output.stderr)
         );
         for (key, value) in secrets {
-            assert!(!text.contains(value), "{key} leaked ({verbosity:?}): {text}");
+            assert!(
+                !text.contains(value),
+                "{key} leaked ({verbosity:?}): {text}"
+            );
         }
         assert!(
             text.contains("the fake service refused [REDACTED] [REDACTED] [REDACTED]"),
@@ -330,6 +333,61 @@ fn moat_sends_no_request_before_initialize_is_answered() {
 }
 
 #[test]
+fn granting_through_a_plugin_that_failed_its_handshake_says_why_and_what_to_do() {
+    let mut env = Env::new();
+    env.install("bin", "slow7", "hang_start");
+    env.install("bin", "major", "bad_version");
+    env.install("bin", "misnamed", "wrong_name");
+    let plain = env.install("bin", "plain", "ok");
+    support::write_executable(&plain, "#!/bin/sh\n", 0o644);
+    env.set("MOAT_PLUGIN_TIMEOUT_SECS", "1");
+    let cases = [
+        ("slow7", "timed out after 1s", "MOAT_PLUGIN_TIMEOUT_SECS"),
+        (
+            "major",
+            "protocol version 99",
+            "report it to the plugin's author",
+        ),
+        (
+            "misnamed",
+            "it calls itself \"someone-else\"",
+            "report it to the plugin's author",
+        ),
+        ("plain", "not executable", "chmod +x"),
+    ];
+    // Asked now, then from the cache of failures.
+    for round in ["fresh", "cached"] {
+        for (name, why, what_to_do) in cases {
+            let output = env
+                .moat()
+                .args(["grant", name, "--no-input"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(3), "{round} {name}: {stderr}");
+            for expected in [
+                &format!("provider {name} is a plugin moat cannot use"),
+                &format!("moat-provider-{name}"),
+                why,
+                what_to_do,
+            ] {
+                assert!(
+                    stderr.contains(expected),
+                    "{round} {name}: missing {expected:?} in {stderr}"
+                );
+            }
+            assert!(!stderr.contains("unknown provider"), "{stderr}");
+        }
+    }
+    // A name that is no plugin at all is still unknown.
+    env.moat()
+        .args(["grant", "nothing-here", "--no-input"])
+        .assert()
+        .code(3)
+        .stderr(contains("unknown provider: nothing-here"));
+}
+
+#[test]
 fn a_broken_plugin_does_not_break_moat() {
     let env = Env::new();
     env.install("bin", "crashy", "exit_at_start");
@@ -342,8 +400,9 @@ fn a_broken_plugin_does_not_break_moat() {
         .args(["grant", "crashy", "--no-input"])
         .assert()
         .code(3)
-        .stderr(contains("unknown provider: crashy"))
-        .stderr(contains("moat grant providers"));
+        .stderr(contains("provider crashy is a plugin moat cannot use"))
+        .stderr(contains("fatal: missing configuration file"))
+        .stderr(contains("report it to the plugin's author"));
     env.moat().args(["grant", "list"]).assert().success();
 }
 

@@ -97,7 +97,10 @@ async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
                 .code(code::USAGE),
         );
     }
-    let entry = context.registry.lookup(name)?;
+    let entry = match context.registry.get(name) {
+        Some(entry) => entry,
+        None => return Err(unknown_provider(context, name)),
+    };
     let mut answerer = TerminalAnswerer::new(InputMode::detect(no_input));
     let credential = run_grant(entry, &mut answerer).await?;
     let path = context.store.save(entry.info.store_key(), &credential)?;
@@ -108,6 +111,27 @@ async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
         context.profile_suffix()
     );
     Ok(())
+}
+
+/// Why `name` is not a provider: a plugin of that name that cannot be used says why and what to
+/// do; otherwise the registry's "unknown provider". Exit code 3 either way.
+fn unknown_provider(context: &Context, name: &str) -> CliError {
+    let unusable = context
+        .plugins
+        .warnings
+        .iter()
+        .find(|warning| warning.makes_unusable() && warning.plugin_name() == Some(name));
+    match unusable {
+        Some(warning) => CliError::new(format!(
+            "provider {name} is a plugin moat cannot use: {warning}"
+        ))
+        .hint(warning.advice())
+        .code(code::NOT_FOUND),
+        None => match context.registry.lookup(name) {
+            Err(err) => err.into(),
+            Ok(_) => CliError::new(format!("unknown provider: {name}")).code(code::NOT_FOUND),
+        },
+    }
 }
 
 #[derive(Serialize)]

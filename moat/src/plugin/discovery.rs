@@ -63,6 +63,9 @@ pub enum PluginWarning {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+        /// What the user can do about it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        advice: String,
     },
 }
 
@@ -75,6 +78,48 @@ impl PluginWarning {
             | PluginWarning::Shadowed { path, .. }
             | PluginWarning::Hidden { path, .. }
             | PluginWarning::HandshakeFailed { path, .. } => path,
+        }
+    }
+}
+
+impl PluginWarning {
+    /// The provider name of the file it is about, when the file is named like a plugin.
+    pub fn plugin_name(&self) -> Option<&str> {
+        plugin_name(self.path().file_name()?.to_str()?)
+    }
+
+    /// Whether it says why a plugin cannot be used at all (rather than that another one is used).
+    pub fn makes_unusable(&self) -> bool {
+        matches!(
+            self,
+            PluginWarning::NotExecutable { .. }
+                | PluginWarning::InvalidName { .. }
+                | PluginWarning::HandshakeFailed { .. }
+        )
+    }
+
+    /// What the user can do about it.
+    pub fn advice(&self) -> String {
+        let path = self.path().display();
+        match self {
+            PluginWarning::NotExecutable { .. } => {
+                format!(
+                    "Make it executable (chmod +x {path}) if it is a moat plugin, or remove it."
+                )
+            }
+            PluginWarning::InvalidName { .. } => {
+                format!("Rename {path} to moat-provider-<name> with a valid name, or remove it.")
+            }
+            PluginWarning::Shadowed { .. } => {
+                format!("Remove {path}, or reorder PATH if it is the one you want.")
+            }
+            PluginWarning::Hidden { .. } => {
+                format!("Rename {path} to another provider name, or remove it.")
+            }
+            PluginWarning::HandshakeFailed { advice, .. } if !advice.is_empty() => advice.clone(),
+            PluginWarning::HandshakeFailed { .. } => {
+                format!("Report this to the plugin's author, or remove {path}.")
+            }
         }
     }
 }
@@ -313,6 +358,7 @@ mod tests {
         let failed = PluginWarning::HandshakeFailed {
             path: "/p/moat-provider-x".into(),
             reason: "timed out after 5s".into(),
+            advice: String::new(),
         };
         assert_eq!(
             failed.to_string(),

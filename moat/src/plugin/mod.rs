@@ -128,13 +128,16 @@ impl Plugins {
                 Some(Cached::Ok(init)) if init.info.name == candidate.name => {
                     ready.push((candidate, *init));
                 }
-                Some(Cached::Failed(reason)) => failed.push(PluginWarning::HandshakeFailed {
-                    path: candidate.path,
-                    reason: format!(
-                        "{reason} (cached: asked again within {} minutes, or when the file changes)",
-                        cache::FAILURE_RETRY.as_secs() / 60
-                    ),
-                }),
+                Some(Cached::Failed(reason, advice)) => {
+                    failed.push(PluginWarning::HandshakeFailed {
+                        path: candidate.path,
+                        reason: format!(
+                            "{reason} (cached: asked again within {} minutes, or when the file changes)",
+                            cache::FAILURE_RETRY.as_secs() / 60
+                        ),
+                        advice,
+                    });
+                }
                 _ => to_ask.push((candidate, identity)),
             }
         }
@@ -168,13 +171,14 @@ impl Plugins {
                     }
                     Err(fault) => {
                         tracing::debug!("{fault}");
-                        let reason = fault.reason();
+                        let (reason, advice) = (fault.reason(), fault.advice());
                         if let Some(identity) = identity {
-                            cache.record_failure(identity, reason.clone());
+                            cache.record_failure(identity, reason.clone(), advice.clone());
                         }
                         failed.push(PluginWarning::HandshakeFailed {
                             path: candidate.path,
                             reason,
+                            advice,
                         });
                     }
                 }
