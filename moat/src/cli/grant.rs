@@ -71,6 +71,18 @@ struct ShowArgs {
     json: bool,
 }
 
+impl GrantArgs {
+    /// The provider name granted, without a `:scope` (`None` for a subcommand).
+    pub(super) fn target(&self) -> Option<String> {
+        if self.command.is_some() {
+            return None;
+        }
+        let name = self.provider.as_deref()?;
+        let base = name.split_once(':').map_or(name, |(base, _)| base);
+        Some(base.to_string())
+    }
+}
+
 pub async fn run(context: &Context, args: GrantArgs) -> CliResult {
     match args.command {
         Some(GrantCommand::Providers(flag)) => providers(context, flag.json),

@@ -5,8 +5,8 @@
 //! The identity is the canonical path with the file's size, modification time (ns), change time
 //! (ns) and inode: replacing, rebuilding or touching the binary invalidates its entry. A plugin that
 //! failed its handshake is remembered as failed (never as good) for [`FAILURE_RETRY`], so a broken
-//! plugin does not slow down every command; it is asked again after that, or as soon as its
-//! binary changes.
+//! plugin does not slow down every command; it is asked again after that, as soon as its binary
+//! changes, or when `moat grant <name>` asks for it; the listing says that a failure is cached.
 //!
 //! The file is written atomically with mode 0600. A missing, unreadable or corrupt cache is an
 //! empty cache; a cache that cannot be written costs only speed.
