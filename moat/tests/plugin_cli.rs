@@ -464,6 +464,33 @@ fn a_cached_failure_is_shown_as_such_and_asked_again_on_request() {
 }
 
 #[test]
+fn a_dangling_link_says_where_it_points() {
+    let env = Env::new();
+    let missing = env.dir("gone/moat-provider-dangle");
+    std::os::unix::fs::symlink(&missing, env.dir("bin/moat-provider-dangle")).unwrap();
+    // A relative target is shown resolved against the link's folder.
+    std::os::unix::fs::symlink("../nowhere/plugin", env.dir("bin/moat-provider-rel")).unwrap();
+    let said = format!(
+        "moat-provider-dangle is a symbolic link to {}, which does not exist",
+        missing.display()
+    );
+    env.moat()
+        .args(["grant", "providers"])
+        .assert()
+        .success()
+        .stderr(contains(said.as_str()))
+        .stderr(contains("bin/../nowhere/plugin, which does not exist"))
+        .stderr(contains("not executable").not());
+    env.moat()
+        .args(["grant", "dangle", "--no-input"])
+        .assert()
+        .code(3)
+        .stderr(contains("provider dangle is a plugin moat cannot use"))
+        .stderr(contains(said.as_str()))
+        .stderr(contains("Reinstall the plugin it points to, or remove the link"));
+}
+
+#[test]
 fn a_broken_plugin_does_not_break_moat() {
     let env = Env::new();
     env.install("bin", "crashy", "exit_at_start");

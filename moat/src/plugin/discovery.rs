@@ -34,6 +34,13 @@ pub enum PluginWarning {
         /// The file.
         path: PathBuf,
     },
+    /// A symbolic link named like a plugin whose target does not exist.
+    Dangling {
+        /// The link.
+        path: PathBuf,
+        /// Where it points (relative targets resolved against the link's folder).
+        target: PathBuf,
+    },
     /// Named `moat-provider-<x>` where `<x>` is not a valid provider name.
     InvalidName {
         /// The file.
@@ -74,6 +81,7 @@ impl PluginWarning {
     pub fn path(&self) -> &Path {
         match self {
             PluginWarning::NotExecutable { path }
+            | PluginWarning::Dangling { path, .. }
             | PluginWarning::InvalidName { path, .. }
             | PluginWarning::Shadowed { path, .. }
             | PluginWarning::Hidden { path, .. }
@@ -93,6 +101,7 @@ impl PluginWarning {
         matches!(
             self,
             PluginWarning::NotExecutable { .. }
+                | PluginWarning::Dangling { .. }
                 | PluginWarning::InvalidName { .. }
                 | PluginWarning::HandshakeFailed { .. }
         )
@@ -106,6 +115,9 @@ impl PluginWarning {
                 format!(
                     "Make it executable (chmod +x {path}) if it is a moat plugin, or remove it."
                 )
+            }
+            PluginWarning::Dangling { .. } => {
+                format!("Reinstall the plugin it points to, or remove the link {path}.")
             }
             PluginWarning::InvalidName { .. } => {
                 format!("Rename {path} to moat-provider-<name> with a valid name, or remove it.")
@@ -131,6 +143,11 @@ impl fmt::Display for PluginWarning {
             PluginWarning::NotExecutable { .. } => write!(
                 f,
                 "{path} is named like a moat plugin, but it is not executable"
+            ),
+            PluginWarning::Dangling { target, .. } => write!(
+                f,
+                "{path} is a symbolic link to {}, which does not exist",
+                target.display()
             ),
             PluginWarning::InvalidName { reason, .. } => write!(f, "{path} is ignored: {reason}"),
             PluginWarning::Shadowed { by, .. } => {
@@ -208,6 +225,18 @@ pub fn discover(dirs: &[PathBuf]) -> Discovery {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => continue,
                 Ok(meta) if is_executable(&meta) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    // It was listed, so it is a link to nothing (or it was removed just now).
+                    if let Ok(target) = std::fs::read_link(&path) {
+                        let target = path
+                            .parent()
+                            .map_or(target.clone(), |dir| dir.join(&target));
+                        discovery
+                            .warnings
+                            .push(PluginWarning::Dangling { path, target });
+                    }
+                    continue;
+                }
                 _ => {
                     discovery
                         .warnings
