@@ -487,7 +487,32 @@ fn a_dangling_link_says_where_it_points() {
         .code(3)
         .stderr(contains("provider dangle is a plugin moat cannot use"))
         .stderr(contains(said.as_str()))
-        .stderr(contains("Reinstall the plugin it points to, or remove the link"));
+        .stderr(contains(
+            "Reinstall the plugin it points to, or remove the link",
+        ));
+}
+
+#[test]
+fn a_plugin_that_ignores_end_of_input_is_named_once_at_the_default_level() {
+    let mut env = Env::new();
+    env.install("bin", "stubborn", "ignore_eof");
+    env.set("FAKE_TOKEN", "tok-stubborn-0123456789");
+    // The listing starts it (cold cache), then the grant does.
+    for args in [
+        &["grant", "providers"][..],
+        &["grant", "stubborn", "--no-input"],
+    ] {
+        let output = env.moat().args(args).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = "plugin stubborn (";
+        assert_eq!(stderr.matches(said).count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("did not exit within 2s of the end of its input, so moat killed it"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("moat-provider-stubborn"), "{stderr}");
+    }
 }
 
 #[test]

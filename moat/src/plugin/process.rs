@@ -199,6 +199,25 @@ fn kill_group(pid: Option<u32>) {
     let _ = pid;
 }
 
+/// Says, at the default level and once per plugin executable in this moat process, that a plugin
+/// did not exit when its stdin ended: it costs every command that starts it `waited`.
+fn warn_ignored_end_of_input(name: &str, path: &Path, waited: Duration) {
+    static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.iter().any(|p| p == path) {
+        tracing::debug!(provider = %name, "plugin did not exit; killing it");
+        return;
+    }
+    warned.push(path.to_path_buf());
+    tracing::warn!(
+        "plugin {name} ({}) did not exit within {} of the end of its input, so moat killed it; \
+         this costs every command that uses it that long. A plugin must exit when its stdin \
+         ends: report this to its author.",
+        path.display(),
+        super::error::seconds(waited)
+    );
+}
+
 /// A running plugin and the client talking to it.
 #[derive(Debug)]
 pub struct Connection {
@@ -481,7 +500,11 @@ impl Connection {
                 match self.child.wait_for(self.timeouts.exit).await {
                     Some(report) => report,
                     None => {
-                        tracing::debug!(provider = %self.shared.name, "plugin did not exit; killing it");
+                        warn_ignored_end_of_input(
+                            &self.shared.name,
+                            &self.shared.path,
+                            self.timeouts.exit,
+                        );
                         self.child.kill().await
                     }
                 }
