@@ -34,7 +34,12 @@ fn main() -> ExitCode {
         // Then plugins: `moat-provider-<name>` on the absolute PATH entries and in
         // $MOAT_HOME/plugins. A name already taken hides the plugin (built-ins win). Cached
         // plugins are not started; new or changed ones are asked in parallel, then stopped.
-        let plugins = Plugins::load(&mut registry, &PluginConfig::from_env()).await;
+        // `moat grant <name>` needs only moat-provider-<name>, started once.
+        let config = PluginConfig::from_env();
+        let plugins = match cli.grant_target() {
+            Some(name) => Plugins::load_for_grant(&mut registry, &config, &name).await,
+            None => Plugins::load(&mut registry, &config).await,
+        };
         let code = cli.run(registry, plugins.report().clone()).await;
         // Plugins started by the command: shutdown, end of file, then kill; always reaped.
         plugins.shutdown().await;

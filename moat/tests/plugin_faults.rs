@@ -318,3 +318,26 @@ async fn dropping_a_running_plugin_kills_and_reaps_it() {
     }
     assert_reaped(pid);
 }
+
+#[tokio::test]
+async fn what_a_plugin_starts_in_its_group_ends_with_it_after_a_normal_exit() {
+    let case = case("parent", "leaves_child");
+    let provider = PluginProvider::start(&case.path, "parent", fast())
+        .await
+        .unwrap();
+    let pid = provider.pid().await.unwrap();
+    let children = lines_with(&case.log, "child");
+    assert_eq!(children.len(), 1, "the plugin logged no child");
+    assert!(
+        !wait_dead(children[0], Duration::ZERO),
+        "the child died before the plugin exited: the test proves nothing"
+    );
+    // A graceful shutdown: the plugin answers and exits on its own, leaving its child behind.
+    provider.shutdown().await;
+    assert_reaped(pid);
+    assert!(
+        wait_dead(children[0], Duration::from_secs(10)),
+        "child {} outlived its plugin",
+        children[0]
+    );
+}

@@ -349,3 +349,24 @@ async fn without_a_home_only_path_is_searched_and_nothing_is_cached() {
     assert!(registry.get("nohome").is_some());
     assert!(!Path::new(&env.dir("home").join("cache")).exists());
 }
+
+#[tokio::test]
+async fn a_listing_leaves_no_child_of_a_plugin_behind() {
+    let env = Env::new();
+    env.install("a", "parent", "leaves_child", &[]);
+    let config = env.config(&[env.dir("a")]);
+    let mut registry = builtins();
+    let plugins = Plugins::load(&mut registry, &config).await;
+    assert!(plugins.report().warnings.is_empty());
+    assert!(registry.get("parent").is_some());
+    let pids = env.starts();
+    assert_eq!(pids.len(), 1);
+    pids.into_iter().for_each(assert_reaped);
+    let children = support::lines_with(&env.log, "child");
+    assert_eq!(children.len(), 1, "the plugin logged no child");
+    assert!(
+        support::wait_dead(children[0], Duration::from_secs(10)),
+        "child {} outlived the listing",
+        children[0]
+    );
+}

@@ -71,6 +71,18 @@ struct ShowArgs {
     json: bool,
 }
 
+impl GrantArgs {
+    /// The provider name granted, without a `:scope` (`None` for a subcommand).
+    pub(super) fn target(&self) -> Option<String> {
+        if self.command.is_some() {
+            return None;
+        }
+        let name = self.provider.as_deref()?;
+        let base = name.split_once(':').map_or(name, |(base, _)| base);
+        Some(base.to_string())
+    }
+}
+
 pub async fn run(context: &Context, args: GrantArgs) -> CliResult {
     match args.command {
         Some(GrantCommand::Providers(flag)) => providers(context, flag.json),
@@ -97,7 +109,10 @@ async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
                 .code(code::USAGE),
         );
     }
-    let entry = context.registry.lookup(name)?;
+    let entry = match context.registry.get(name) {
+        Some(entry) => entry,
+        None => return Err(unknown_provider(context, name)),
+    };
     let mut answerer = TerminalAnswerer::new(InputMode::detect(no_input));
     let credential = run_grant(entry, &mut answerer).await?;
     let path = context.store.save(entry.info.store_key(), &credential)?;
@@ -108,6 +123,27 @@ async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
         context.profile_suffix()
     );
     Ok(())
+}
+
+/// Why `name` is not a provider: a plugin of that name that cannot be used says why and what to
+/// do; otherwise the registry's "unknown provider". Exit code 3 either way.
+fn unknown_provider(context: &Context, name: &str) -> CliError {
+    let unusable = context
+        .plugins
+        .warnings
+        .iter()
+        .find(|warning| warning.makes_unusable() && warning.plugin_name() == Some(name));
+    match unusable {
+        Some(warning) => CliError::new(format!(
+            "provider {name} is a plugin moat cannot use: {warning}"
+        ))
+        .hint(warning.advice())
+        .code(code::NOT_FOUND),
+        None => match context.registry.lookup(name) {
+            Err(err) => err.into(),
+            Ok(_) => CliError::new(format!("unknown provider: {name}")).code(code::NOT_FOUND),
+        },
+    }
 }
 
 #[derive(Serialize)]

@@ -97,6 +97,15 @@ enum Command {
 }
 
 impl Cli {
+    /// The provider `moat grant <provider>` grants (without a `:scope`), for loading only the
+    /// plugin it needs; `None` for every other command.
+    pub fn grant_target(&self) -> Option<String> {
+        match &self.command {
+            Command::Grant(args) => args.target(),
+            _ => None,
+        }
+    }
+
     /// How verbose logging should be (`-v` count).
     pub fn verbosity(&self) -> u8 {
         self.global.verbose

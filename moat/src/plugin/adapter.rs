@@ -94,7 +94,7 @@ impl PluginProvider {
             init,
             timeouts,
             connection: Mutex::new(None),
-            secrets: std::sync::Mutex::new(SecretSet::new()),
+            secrets: std::sync::Mutex::new(super::process::environment_secrets()),
         }
     }
 
@@ -178,7 +178,7 @@ impl PluginProvider {
             init,
             timeouts,
             connection: Mutex::new(Some(Arc::new(connection))),
-            secrets: std::sync::Mutex::new(SecretSet::new()),
+            secrets: std::sync::Mutex::new(super::process::environment_secrets()),
         })
     }
 
@@ -477,6 +477,17 @@ impl CredentialProvider for PluginProvider {
             .and_then(serde_json::Value::as_str)
         {
             self.guard(&Secret::from(token));
+        }
+        // A prompt's variable is one the plugin reads: its value is a secret from now on,
+        // whatever its name (in what it logged during this step, its notes, every later step).
+        let prompt_envs = answer
+            .get("prompts")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|prompt| prompt.get("env")?.as_str());
+        for secret in prompt_envs.filter_map(super::process::env_secret) {
+            self.guard(&secret);
         }
         self.release(held);
         let malformed = |problems: Vec<String>| {

@@ -5,8 +5,8 @@
 //! The identity is the canonical path with the file's size, modification time (ns), change time
 //! (ns) and inode: replacing, rebuilding or touching the binary invalidates its entry. A plugin that
 //! failed its handshake is remembered as failed (never as good) for [`FAILURE_RETRY`], so a broken
-//! plugin does not slow down every command; it is asked again after that, or as soon as its
-//! binary changes.
+//! plugin does not slow down every command; it is asked again after that, as soon as its binary
+//! changes, or when `moat grant <name>` asks for it; the listing says that a failure is cached.
 //!
 //! The file is written atomically with mode 0600. A missing, unreadable or corrupt cache is an
 //! empty cache; a cache that cannot be written costs only speed.
@@ -86,8 +86,8 @@ impl BinaryIdentity {
 pub enum Cached {
     /// It completed its handshake with this answer.
     Ok(Box<InitializeResult>),
-    /// It failed its handshake recently, for this reason.
-    Failed(String),
+    /// It failed its handshake recently, for this reason, and this is what the user can do.
+    Failed(String, String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +118,8 @@ struct Entry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Failure {
     reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    advice: String,
     at: DateTime<Utc>,
 }
 
@@ -176,7 +178,7 @@ impl InfoCache {
         let failure = entry.failure.as_ref()?;
         let age = Utc::now().signed_duration_since(failure.at);
         let fresh = age.to_std().is_ok_and(|age| age < FAILURE_RETRY);
-        fresh.then(|| Cached::Failed(failure.reason.clone()))
+        fresh.then(|| Cached::Failed(failure.reason.clone(), failure.advice.clone()))
     }
 
     /// Remembers a successful handshake.
@@ -189,9 +191,10 @@ impl InfoCache {
     }
 
     /// Remembers a failed handshake (never as good).
-    pub fn record_failure(&mut self, identity: BinaryIdentity, reason: String) {
+    pub fn record_failure(&mut self, identity: BinaryIdentity, reason: String, advice: String) {
         let failure = Failure {
             reason,
+            advice,
             at: Utc::now(),
         };
         self.insert(Entry {
@@ -284,10 +287,10 @@ mod tests {
         std::fs::write(&bin, "x").unwrap();
         let mut cache = InfoCache::load(dir.path().join("c.json"));
         let id = BinaryIdentity::of(&bin).unwrap();
-        cache.record_failure(id.clone(), "timed out after 5s".into());
+        cache.record_failure(id.clone(), "timed out after 5s".into(), "wait".into());
         assert_eq!(
             cache.lookup(&id),
-            Some(Cached::Failed("timed out after 5s".into()))
+            Some(Cached::Failed("timed out after 5s".into(), "wait".into()))
         );
         // An old failure is retried.
         let entry = cache.doc.plugins.get_mut(&id.path).unwrap();

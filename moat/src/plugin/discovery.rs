@@ -34,6 +34,13 @@ pub enum PluginWarning {
         /// The file.
         path: PathBuf,
     },
+    /// A symbolic link named like a plugin whose target does not exist.
+    Dangling {
+        /// The link.
+        path: PathBuf,
+        /// Where it points (relative targets resolved against the link's folder).
+        target: PathBuf,
+    },
     /// Named `moat-provider-<x>` where `<x>` is not a valid provider name.
     InvalidName {
         /// The file.
@@ -63,6 +70,9 @@ pub enum PluginWarning {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+        /// What the user can do about it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        advice: String,
     },
 }
 
@@ -71,10 +81,57 @@ impl PluginWarning {
     pub fn path(&self) -> &Path {
         match self {
             PluginWarning::NotExecutable { path }
+            | PluginWarning::Dangling { path, .. }
             | PluginWarning::InvalidName { path, .. }
             | PluginWarning::Shadowed { path, .. }
             | PluginWarning::Hidden { path, .. }
             | PluginWarning::HandshakeFailed { path, .. } => path,
+        }
+    }
+}
+
+impl PluginWarning {
+    /// The provider name of the file it is about, when the file is named like a plugin.
+    pub fn plugin_name(&self) -> Option<&str> {
+        plugin_name(self.path().file_name()?.to_str()?)
+    }
+
+    /// Whether it says why a plugin cannot be used at all (rather than that another one is used).
+    pub fn makes_unusable(&self) -> bool {
+        matches!(
+            self,
+            PluginWarning::NotExecutable { .. }
+                | PluginWarning::Dangling { .. }
+                | PluginWarning::InvalidName { .. }
+                | PluginWarning::HandshakeFailed { .. }
+        )
+    }
+
+    /// What the user can do about it.
+    pub fn advice(&self) -> String {
+        let path = self.path().display();
+        match self {
+            PluginWarning::NotExecutable { .. } => {
+                format!(
+                    "Make it executable (chmod +x {path}) if it is a moat plugin, or remove it."
+                )
+            }
+            PluginWarning::Dangling { .. } => {
+                format!("Reinstall the plugin it points to, or remove the link {path}.")
+            }
+            PluginWarning::InvalidName { .. } => {
+                format!("Rename {path} to moat-provider-<name> with a valid name, or remove it.")
+            }
+            PluginWarning::Shadowed { .. } => {
+                format!("Remove {path}, or reorder PATH if it is the one you want.")
+            }
+            PluginWarning::Hidden { .. } => {
+                format!("Rename {path} to another provider name, or remove it.")
+            }
+            PluginWarning::HandshakeFailed { advice, .. } if !advice.is_empty() => advice.clone(),
+            PluginWarning::HandshakeFailed { .. } => {
+                format!("Report this to the plugin's author, or remove {path}.")
+            }
         }
     }
 }
@@ -86,6 +143,11 @@ impl fmt::Display for PluginWarning {
             PluginWarning::NotExecutable { .. } => write!(
                 f,
                 "{path} is named like a moat plugin, but it is not executable"
+            ),
+            PluginWarning::Dangling { target, .. } => write!(
+                f,
+                "{path} is a symbolic link to {}, which does not exist",
+                target.display()
             ),
             PluginWarning::InvalidName { reason, .. } => write!(f, "{path} is ignored: {reason}"),
             PluginWarning::Shadowed { by, .. } => {
@@ -163,6 +225,18 @@ pub fn discover(dirs: &[PathBuf]) -> Discovery {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => continue,
                 Ok(meta) if is_executable(&meta) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    // It was listed, so it is a link to nothing (or it was removed just now).
+                    if let Ok(target) = std::fs::read_link(&path) {
+                        let target = path
+                            .parent()
+                            .map_or(target.clone(), |dir| dir.join(&target));
+                        discovery
+                            .warnings
+                            .push(PluginWarning::Dangling { path, target });
+                    }
+                    continue;
+                }
                 _ => {
                     discovery
                         .warnings
@@ -313,6 +387,7 @@ mod tests {
         let failed = PluginWarning::HandshakeFailed {
             path: "/p/moat-provider-x".into(),
             reason: "timed out after 5s".into(),
+            advice: String::new(),
         };
         assert_eq!(
             failed.to_string(),

@@ -149,22 +149,28 @@ impl PluginFault {
             }
             hint.push('\n');
         }
+        hint.push_str(&self.advice());
+        hint
+    }
+
+    /// What the user can do about it, in a sentence or two (the end of [`hint`](Self::hint)).
+    pub fn advice(&self) -> String {
         match &self.failure {
-            Failure::Timeout(_) if self.method != protocol::method::GRANT => hint.push_str(
+            Failure::Timeout(_) if self.method != protocol::method::GRANT => {
                 "If the plugin is just slow, set MOAT_PLUGIN_TIMEOUT_SECS to wait longer; \
-                 otherwise report this to the plugin's author.",
-            ),
-            Failure::Spawn(_) => hint.push_str(&format!(
+                 otherwise report this to the plugin's author."
+                    .to_string()
+            }
+            Failure::Spawn(_) => format!(
                 "Check that {} is an executable moat plugin, or remove it.",
                 self.path.display()
-            )),
-            _ => hint.push_str(&format!(
+            ),
+            _ => format!(
                 "This is a fault in the plugin, not in moat: report it to the plugin's author, \
                  or remove {}.",
                 self.path.display()
-            )),
+            ),
         }
-        hint
     }
 }
 

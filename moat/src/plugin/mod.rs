@@ -21,6 +21,9 @@
 //! [`Plugins::load`] ties them together for `main`: discover, take what the cache knows, ask the
 //! new or changed binaries in parallel (then stop them), register the rest after the built-ins,
 //! and keep a [`PluginReport`] of everything that went wrong for `moat grant providers`.
+//! [`Plugins::load_for_grant`] is `moat grant <name>`'s: only `moat-provider-<name>`, started once
+//! and kept for the grant (the full load only for a name no plugin file has, which may be an
+//! alias).
 
 pub(crate) mod adapter;
 pub(crate) mod cache;
@@ -151,13 +154,18 @@ impl Plugins {
                 Some(Cached::Ok(init)) if init.info.name == candidate.name => {
                     ready.push((candidate, *init));
                 }
-                Some(Cached::Failed(reason)) => failed.push(PluginWarning::HandshakeFailed {
-                    path: candidate.path,
-                    reason: format!(
-                        "{reason} (cached: asked again within {} minutes, or when the file changes)",
-                        cache::FAILURE_RETRY.as_secs() / 60
-                    ),
-                }),
+                Some(Cached::Failed(reason, advice)) => {
+                    failed.push(PluginWarning::HandshakeFailed {
+                        path: candidate.path,
+                        reason: format!(
+                            "{reason} (a cached failure: asked again when the file changes, \
+                             after {} minutes, or now with 'moat grant {}')",
+                            cache::FAILURE_RETRY.as_secs() / 60,
+                            candidate.name
+                        ),
+                        advice,
+                    });
+                }
                 _ => to_ask.push((candidate, identity)),
             }
         }
@@ -191,13 +199,14 @@ impl Plugins {
                     }
                     Err(fault) => {
                         tracing::debug!("{fault}");
-                        let reason = fault.reason();
+                        let (reason, advice) = (fault.reason(), fault.advice());
                         if let Some(identity) = identity {
-                            cache.record_failure(identity, reason.clone());
+                            cache.record_failure(identity, reason.clone(), advice.clone());
                         }
                         failed.push(PluginWarning::HandshakeFailed {
                             path: candidate.path,
                             reason,
+                            advice,
                         });
                     }
                 }
@@ -242,6 +251,107 @@ impl Plugins {
         warnings.extend(failed);
         for warning in &warnings {
             tracing::debug!("plugin warning: {warning}");
+        }
+        Plugins {
+            providers,
+            report: PluginReport { warnings },
+        }
+    }
+
+    /// What `moat grant <name>` needs: only `moat-provider-<name>`, started once. A name already
+    /// registered (a built-in) needs no plugin. The plugin found for `name` is started now,
+    /// hashed, and kept running for the grant, unless the cache knows its binary answered well
+    /// (then the grant starts it); a cached failure is asked again (the user asked for this
+    /// plugin). Only a name no plugin file has (an alias, or nothing) costs the full
+    /// [`load`](Self::load). The report holds only what concerns `name`.
+    pub async fn load_for_grant(
+        registry: &mut Registry,
+        config: &PluginConfig,
+        name: &str,
+    ) -> Plugins {
+        if registry.get(name).is_some() {
+            return Plugins::default();
+        }
+        let plugins_dir = config.plugins_dir();
+        let dirs = search_dirs(config.path_var.as_deref(), plugins_dir.as_deref());
+        let discovery = discover(&dirs);
+        let mut warnings: Vec<PluginWarning> = discovery
+            .warnings
+            .into_iter()
+            .filter(|w| w.makes_unusable() && w.plugin_name() == Some(name))
+            .collect();
+        let Some(candidate) = discovery.plugins.into_iter().find(|c| c.name == name) else {
+            if warnings.is_empty() {
+                return Plugins::load(registry, config).await;
+            }
+            return Plugins {
+                providers: Vec::new(),
+                report: PluginReport { warnings },
+            };
+        };
+        let mut cache = match &config.home {
+            Some(home) => InfoCache::for_home(home),
+            None => InfoCache::disabled(),
+        };
+        let identity = BinaryIdentity::of(&candidate.path).ok();
+        let cached = identity.as_ref().and_then(|id| cache.lookup(id));
+        let provider = match cached {
+            Some(Cached::Ok(init)) if init.info.name == candidate.name => Some(
+                PluginProvider::new(candidate.path.clone(), *init, config.timeouts),
+            ),
+            _ => match PluginProvider::start(&candidate.path, &candidate.name, config.timeouts)
+                .await
+            {
+                Ok(provider) => {
+                    if let Some(identity) = identity {
+                        cache.record_ok(identity, provider.initialize_result().clone());
+                    }
+                    Some(provider)
+                }
+                Err(fault) => {
+                    tracing::debug!("{fault}");
+                    let (reason, advice) = (fault.reason(), fault.advice());
+                    if let Some(identity) = identity {
+                        cache.record_failure(identity, reason.clone(), advice.clone());
+                    }
+                    warnings.push(PluginWarning::HandshakeFailed {
+                        path: candidate.path.clone(),
+                        reason,
+                        advice,
+                    });
+                    None
+                }
+            },
+        };
+        if let Err(err) = cache.save() {
+            tracing::debug!("cannot write the plugin cache: {err}");
+        }
+        let mut providers = Vec::new();
+        if let Some(provider) = provider {
+            let provider = Arc::new(provider);
+            let source = ProviderSource::Plugin {
+                path: candidate.path.clone(),
+            };
+            match registry.register(provider.clone(), source) {
+                Ok(()) => {}
+                Err(RegistryError::NameTaken {
+                    taken_by,
+                    holder_source,
+                    ..
+                }) => warnings.push(PluginWarning::Hidden {
+                    path: candidate.path,
+                    by: taken_by,
+                    source: source_kind(&holder_source).to_string(),
+                }),
+                Err(RegistryError::InvalidName(reason)) => {
+                    warnings.push(PluginWarning::InvalidName {
+                        path: candidate.path,
+                        reason,
+                    });
+                }
+            }
+            // Started or not, it is shut down with the others.
+            providers.push(provider);
         }
         Plugins {
             providers,

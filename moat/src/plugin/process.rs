@@ -5,9 +5,11 @@
 //! ends the process (SIGKILL to its process group) and reaps it before the error is returned, so
 //! the caller never sees an error while a process lingers. Graceful shutdown is `shutdown` (≤ 2 s),
 //! then end of file on stdin, then ≤ 2 s for the exit, then SIGKILL. A reaper task owns the child
-//! and always `wait`s for it: no zombie. On Linux the child also gets `PR_SET_PDEATHSIG`, so it
-//! dies with moat even when moat is killed with SIGKILL; it runs in its own process group, so a
-//! Ctrl-C on the terminal reaches only moat, which then ends its plugins itself.
+//! and always `wait`s for it: no zombie; once the plugin has exited, however it ended, its process
+//! group is killed too, so nothing it started in its group outlives it. On Linux the child also
+//! gets `PR_SET_PDEATHSIG`, so it dies with moat even when moat is killed with SIGKILL; it runs in
+//! its own process group, so a Ctrl-C on the terminal reaches only moat, which then ends its
+//! plugins itself.
 
 #![cfg_attr(
     unix,
@@ -97,6 +99,34 @@ impl Timeouts {
     }
 }
 
+/// True for the name of an environment variable whose value is scrubbed from every plugin's
+/// output: it contains `TOKEN`, `KEY`, `SECRET`, `PASSWORD`, `PASSWD` or `CREDENTIAL` (in any
+/// case). A plugin inherits moat's environment and may read, log or quote such a value before moat
+/// was ever handed it.
+pub fn is_secret_env_name(name: &str) -> bool {
+    const WORDS: [&str; 6] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"];
+    let name = name.to_ascii_uppercase();
+    WORDS.iter().any(|word| name.contains(word))
+}
+
+/// The values of moat's environment variables whose names say they are secret (see
+/// [`is_secret_env_name`]), as a set to scrub from what plugins say.
+pub fn environment_secrets() -> moat_plugin_sdk::SecretSet {
+    std::env::vars_os()
+        .filter(|(name, _)| name.to_str().is_some_and(is_secret_env_name))
+        .filter_map(|(_, value)| value.into_string().ok())
+        .map(moat_plugin_sdk::Secret::new)
+        .collect()
+}
+
+/// The value of the environment variable `name` (a prompt's `env`), as a secret to scrub.
+pub fn env_secret(name: &str) -> Option<moat_plugin_sdk::Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .map(moat_plugin_sdk::Secret::new)
+}
+
 /// The client talking to one plugin.
 type Rpc = Client<ChildStdin>;
 
@@ -169,6 +199,25 @@ fn kill_group(pid: Option<u32>) {
     let _ = pid;
 }
 
+/// Says, at the default level and once per plugin executable in this moat process, that a plugin
+/// did not exit when its stdin ended: it costs every command that starts it `waited`.
+fn warn_ignored_end_of_input(name: &str, path: &Path, waited: Duration) {
+    static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.iter().any(|p| p == path) {
+        tracing::debug!(provider = %name, "plugin did not exit; killing it");
+        return;
+    }
+    warned.push(path.to_path_buf());
+    tracing::warn!(
+        "plugin {name} ({}) did not exit within {} of the end of its input, so moat killed it; \
+         this costs every command that uses it that long. A plugin must exit when its stdin \
+         ends: report this to its author.",
+        path.display(),
+        super::error::seconds(waited)
+    );
+}
+
 /// A running plugin and the client talking to it.
 #[derive(Debug)]
 pub struct Connection {
@@ -205,6 +254,8 @@ impl Connection {
             false => None,
         };
         let shared = Arc::new(Shared::new(name.to_string(), path.to_path_buf()));
+        // From its first byte: a plugin may log a secret of its environment while starting.
+        shared.remember_secrets(&environment_secrets());
         let mut child = match spawn_child(path).await {
             Ok(child) => child,
             Err(err) => return Err(fault(Failure::Spawn(err.to_string()))),
@@ -241,7 +292,16 @@ impl Connection {
         let reaper_name = name.to_string();
         tokio::spawn(async move {
             let status = tokio::select! {
-                status = child.wait() => status,
+                status = child.wait() => {
+                    // It exited on its own: whatever it started in its process group (a
+                    // background child, stdio inherited or not) goes with it. The group outlives
+                    // its reaped leader while it has members, so its id cannot be reused by then;
+                    // once it is empty, the kill finds no one (pids are not reused within the
+                    // instant between the two calls). Children that made their own session or
+                    // group are out of reach.
+                    kill_group(pid);
+                    status
+                }
                 () = reaper_kill.notified() => {
                     kill_group(pid);
                     let _ = child.start_kill();
@@ -440,7 +500,11 @@ impl Connection {
                 match self.child.wait_for(self.timeouts.exit).await {
                     Some(report) => report,
                     None => {
-                        tracing::debug!(provider = %self.shared.name, "plugin did not exit; killing it");
+                        warn_ignored_end_of_input(
+                            &self.shared.name,
+                            &self.shared.path,
+                            self.timeouts.exit,
+                        );
                         self.child.kill().await
                     }
                 }
@@ -602,6 +666,24 @@ pub async fn handshake_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_variable_names() {
+        for name in [
+            "GITHUB_TOKEN",
+            "gh_token",
+            "OPENAI_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "DB_PASSWORD",
+            "SMB_PASSWD",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ] {
+            assert!(is_secret_env_name(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "USER", "LANG", "MOAT_HOME", "TERM"] {
+            assert!(!is_secret_env_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn the_env_override_applies_to_every_call_but_grant() {
