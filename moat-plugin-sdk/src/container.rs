@@ -75,7 +75,9 @@ pub struct ContainerFiles {
     pub init_files: Vec<InitFile>,
     /// Handed back to [`CredentialProvider::cleanup`](crate::CredentialProvider::cleanup) when the
     /// run ends (for example a staging folder to delete). Opaque to moat.
-    #[schemars(description = "Handed back to `cleanup` when the run ends (for example a staging folder to delete). Opaque to moat.")]
+    #[schemars(
+        description = "Handed back to `cleanup` when the run ends (for example a staging folder to delete). Opaque to moat."
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<CleanupToken>,
 }

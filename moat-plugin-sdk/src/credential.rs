@@ -14,7 +14,9 @@ pub const META_TOKEN_SOURCE: &str = "token_source";
 /// A stored credential. The JSON field names match the Go implementation's store, so its files
 /// can be read unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[schemars(description = "A credential, exactly as the plugin's `grant` returned it; moat stores it encrypted and never looks inside `token`.")]
+#[schemars(
+    description = "A credential, exactly as the plugin's `grant` returned it; moat stores it encrypted and never looks inside `token`."
+)]
 pub struct Credential {
     /// The canonical name of the provider that made it (`github`).
     pub provider: String,
@@ -25,7 +27,9 @@ pub struct Credential {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
     /// When the token stops working; `None` for tokens without an expiry.
-    #[schemars(description = "When the token stops working (RFC 3339); absent for tokens without an expiry.")]
+    #[schemars(
+        description = "When the token stops working (RFC 3339); absent for tokens without an expiry."
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was granted.

@@ -36,7 +36,9 @@ pub struct EndpointRequest {
 
 /// The provider's answer to an [`EndpointRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[schemars(description = "The `endpoint` result: the HTTP response the proxy returns to the container.")]
+#[schemars(
+    description = "The `endpoint` result: the HTTP response the proxy returns to the container."
+)]
 pub struct EndpointResponse {
     /// HTTP status.
     pub status: u16,

@@ -109,7 +109,9 @@ pub enum GrantStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Prompt {
     /// Identifies the answer in [`GrantRequest::answers`].
-    #[schemars(description = "The key of this prompt's answer in the next `grant` call's `answers`.")]
+    #[schemars(
+        description = "The key of this prompt's answer in the next `grant` call's `answers`."
+    )]
     pub id: String,
     /// The question (`GitHub token`, `Use token from gh CLI?`).
     pub message: String,
@@ -193,7 +195,9 @@ pub enum PromptKind {
         default: bool,
     },
     /// One of several options; answered with [`Answer::Choice`]. The first is the default.
-    #[schemars(description = "One of several options; answered with `{\"choice\": value}`. The first is the default.")]
+    #[schemars(
+        description = "One of several options; answered with `{\"choice\": value}`. The first is the default."
+    )]
     Choice {
         /// The options, in display order.
         options: Vec<ChoiceOption>,

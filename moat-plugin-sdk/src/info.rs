@@ -20,11 +20,15 @@ pub struct ProviderInfo {
     pub implied_dependencies: Vec<String>,
     /// The file stem the credential is stored under, when it differs from `name` (kept for
     /// compatibility with existing stores). Use [`ProviderInfo::store_key`] to read it.
-    #[schemars(description = "The file stem the credential is stored under, when it differs from `name` (rarely needed).")]
+    #[schemars(
+        description = "The file stem the credential is stored under, when it differs from `name` (rarely needed)."
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_key: Option<String>,
     /// The optional capabilities implemented, beyond [`CredentialProvider`](crate::CredentialProvider).
-    #[schemars(description = "The optional capabilities implemented, beyond `grant` and `configure_proxy`.")]
+    #[schemars(
+        description = "The optional capabilities implemented, beyond `grant` and `configure_proxy`."
+    )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<Capability>,
 }
@@ -60,7 +64,9 @@ impl ProviderInfo {
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// [`AgentProvider`](crate::AgentProvider): runs an AI agent in the container.
-    #[schemars(description = "Runs an AI agent in the container (`agent_commands`, `prepare_container`).")]
+    #[schemars(
+        description = "Runs an AI agent in the container (`agent_commands`, `prepare_container`)."
+    )]
     Agent,
     /// [`EndpointProvider`](crate::EndpointProvider): serves HTTP endpoints through the proxy.
     #[schemars(description = "Serves HTTP endpoints through the proxy (`endpoints`, `endpoint`).")]

@@ -98,6 +98,6 @@ pub use provider::{
 };
 pub use rules::{ProxyRule, ProxyRules, ResponseAnswer, TransformKind};
 pub use secret::Secret;
-pub use secret_set::{SecretSet, SecretStream, looks_secret_key};
+pub use secret_set::{SecretSet, SecretStream, looks_secret_key, looks_secret_variable};
 #[cfg(feature = "serve")]
 pub use serve::{ServeOptions, serve, serve_io, serve_io_with, serve_with};

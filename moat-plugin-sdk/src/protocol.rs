@@ -95,11 +95,15 @@ pub struct InitializeResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_commands: Vec<AgentCommand>,
     /// The endpoint paths, when it declares [`Capability::Endpoint`](crate::Capability::Endpoint).
-    #[schemars(description = "With the `endpoint` capability: the path prefixes the proxy forwards to it.")]
+    #[schemars(
+        description = "With the `endpoint` capability: the path prefixes the proxy forwards to it."
+    )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointDecl>,
     /// Seconds between refreshes, when it declares [`Capability::Refresh`](crate::Capability::Refresh).
-    #[schemars(description = "With the `refresh` capability: the longest time between refreshes, in seconds (absent or 0: 300).")]
+    #[schemars(
+        description = "With the `refresh` capability: the longest time between refreshes, in seconds (absent or 0: 300)."
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_interval_secs: Option<u64>,
     /// The plugin's own version (its crate or package version), for diagnostics only.
@@ -202,7 +206,9 @@ pub mod code {
 
 /// `error.data` of a provider error: the machine-readable [`ErrorKind`] and the user's hint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[schemars(description = "`error.data` of a provider error: the machine-readable `kind` and the user's hint.")]
+#[schemars(
+    description = "`error.data` of a provider error: the machine-readable `kind` and the user's hint."
+)]
 pub struct ErrorData {
     /// The error's category.
     pub kind: ErrorKind,
@@ -294,7 +300,10 @@ fn titled(file: &'static str, title: &str, mut schema: schemars::Schema) -> Mess
     schema.insert("title".into(), format!("moat protocol v1: {title}").into());
     let mut value = serde_json::Value::from(schema);
     for_json_readers(&mut value);
-    if let Some(defs) = value.get_mut("$defs").and_then(serde_json::Value::as_object_mut) {
+    if let Some(defs) = value
+        .get_mut("$defs")
+        .and_then(serde_json::Value::as_object_mut)
+    {
         for (name, reader_rule) in OPEN_ENUMS {
             if let Some(def) = defs.get_mut(*name) {
                 open_enum(def, reader_rule);

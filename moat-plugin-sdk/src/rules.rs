@@ -126,7 +126,9 @@ pub enum ProxyRule {
 
 /// A response the proxy sends in the upstream's place ([`ProxyRule::ReplaceResponse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[schemars(description = "A response the proxy sends in the upstream's place (a `replace_response` rule).")]
+#[schemars(
+    description = "A response the proxy sends in the upstream's place (a `replace_response` rule)."
+)]
 pub struct ResponseAnswer {
     /// Its status (200–599).
     pub status: u16,
@@ -155,7 +157,9 @@ impl ProxyRule {
 /// never ships code. (A response replaced by a fixed answer is [`ProxyRule::ReplaceResponse`],
 /// whose data the provider sends.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[schemars(description = "The response transforms the proxy knows, by name. A closed set on purpose: a provider names one, it never ships code.")]
+#[schemars(
+    description = "The response transforms the proxy knows, by name. A closed set on purpose: a provider names one, it never ships code."
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TransformKind {
     /// Text and JSON bodies up to 512 KiB have every occurrence of the real token replaced by the

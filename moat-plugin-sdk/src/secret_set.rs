@@ -287,9 +287,47 @@ pub fn looks_secret_key(name: &str) -> bool {
     name == META_TOKEN_SOURCE || SECRET_WORDS.iter().any(|word| name.contains(word))
 }
 
+/// True for the name of an environment variable whose value should be treated as secret: it
+/// contains `TOKEN`, `KEY`, `SECRET`, `PASSWORD`, `PASSWD` or `CREDENTIAL` (in any case).
+///
+/// Narrower than [`looks_secret_key`] on purpose: environments are full of names like
+/// `XDG_SESSION_DESKTOP` or `DBUS_SESSION_BUS_ADDRESS`, whose values (`ubuntu`) would then be
+/// masked wherever they appear.
+pub fn looks_secret_variable(name: &str) -> bool {
+    const WORDS: [&str; 6] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"];
+    let name = name.to_ascii_uppercase();
+    WORDS.iter().any(|word| name.contains(word))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_variable_names() {
+        for name in [
+            "GITHUB_TOKEN",
+            "gh_token",
+            "OPENAI_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "DB_PASSWORD",
+            "SMB_PASSWD",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ] {
+            assert!(looks_secret_variable(name), "{name}");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "USER",
+            "LANG",
+            "MOAT_HOME",
+            "TERM",
+            "XDG_SESSION_DESKTOP",
+        ] {
+            assert!(!looks_secret_variable(name), "{name}");
+        }
+    }
 
     fn set<S: AsRef<str>>(secrets: &[S]) -> SecretSet {
         secrets.iter().map(|s| Secret::new(s.as_ref())).collect()

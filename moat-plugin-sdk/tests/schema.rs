@@ -146,8 +146,13 @@ fn open_enumerations_accept_any_string() {
     ] {
         let message = schemas().into_iter().find(|m| m.file == file).unwrap();
         let def = &message.schema.as_value()["$defs"][def];
-        let any_of = def["anyOf"].as_array().unwrap_or_else(|| panic!("{file}: {def}"));
-        assert!(any_of.iter().any(|branch| branch["oneOf"].is_array()), "{file}: {def}");
+        let any_of = def["anyOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file}: {def}"));
+        assert!(
+            any_of.iter().any(|branch| branch["oneOf"].is_array()),
+            "{file}: {def}"
+        );
         assert!(
             any_of
                 .iter()

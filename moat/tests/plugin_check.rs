@@ -136,7 +136,13 @@ fn grant_lines(report: &serde_json::Value) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|c| c["name"] == "grant")
-        .map(|c| format!("{}: {}", c["outcome"].as_str().unwrap(), c["detail"].as_str().unwrap()))
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["outcome"].as_str().unwrap(),
+                c["detail"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -163,7 +169,9 @@ fn a_grant_broken_after_its_first_question_fails_the_check() {
         let report = report(&plugin);
         let lines = grant_lines(&report);
         assert!(
-            lines.iter().any(|l| l.starts_with("fail: ") && l.contains(words)),
+            lines
+                .iter()
+                .any(|l| l.starts_with("fail: ") && l.contains(words)),
             "{mode}: {lines:?}"
         );
         assert!(

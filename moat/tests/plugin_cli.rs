@@ -260,7 +260,10 @@ fn plugins_are_told_the_log_level_from_moats_verbosity() {
         .assert()
         .success();
     let levels = log_levels(&env);
-    assert!(!levels.is_empty() && levels.iter().all(|l| l == "warn"), "{levels:?}");
+    assert!(
+        !levels.is_empty() && levels.iter().all(|l| l == "warn"),
+        "{levels:?}"
+    );
 }
 
 #[test]

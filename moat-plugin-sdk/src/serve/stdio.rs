@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::ProviderInfo;
 use crate::protocol::{EXECUTABLE_PREFIX, LOG_ENV, LOG_LEVELS, PLUGIN_FLAG};
 
-
 /// Log targets that are never enabled, because they would print secrets.
 const SILENCED: &str = "jsonrpsee=off";
 
@@ -190,7 +189,10 @@ mod tests {
         assert_eq!(log_directives(Some(""), Some("foo=trace")), "foo=trace");
         assert_eq!(log_directives(None, None), "info");
         // An EnvFilter in MOAT_PLUGIN_LOG still works in Rust plugins (not part of the protocol).
-        assert_eq!(log_directives(Some("my_plugin=trace"), None), "my_plugin=trace");
+        assert_eq!(
+            log_directives(Some("my_plugin=trace"), None),
+            "my_plugin=trace"
+        );
     }
 
     #[test]

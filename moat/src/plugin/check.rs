@@ -16,8 +16,8 @@ use moat_plugin_sdk::protocol::{
     self, CleanupParams, CredentialParams, Empty, InitializeParams, InitializeResult, method,
 };
 use moat_plugin_sdk::{
-    Capability, Credential, EndpointRequest, MountsRequest, PrepareOpts,
-    RunStoppedContext, Secret, SecretSet, validate_name,
+    Capability, Credential, EndpointRequest, MountsRequest, PrepareOpts, RunStoppedContext, Secret,
+    SecretSet, validate_name,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -421,9 +421,15 @@ impl Session<'_> {
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
         {
-            return self.report.fail(LABEL, "returned a credential with an empty token");
+            return self
+                .report
+                .fail(LABEL, "returned a credential with an empty token");
         }
-        if credential.get("created_at").and_then(Value::as_str).is_none() {
+        if credential
+            .get("created_at")
+            .and_then(Value::as_str)
+            .is_none()
+        {
             return self.report.fail(
                 LABEL,
                 "returned a credential without `created_at` (an RFC 3339 time)",
@@ -432,7 +438,10 @@ impl Session<'_> {
         let how = if asked.is_empty() {
             "without asking".to_string()
         } else {
-            format!("after asking for {} (answered by the check)", asked.join(", "))
+            format!(
+                "after asking for {} (answered by the check)",
+                asked.join(", ")
+            )
         };
         self.report
             .pass(LABEL, format!("returns a credential for {name:?} {how}"));
@@ -756,7 +765,10 @@ fn answer_for(prompt: &Value, token: &str) -> Result<Value, String> {
             Ok(serde_json::json!({ "text": default.unwrap_or("moat-check") }))
         }
         Some("confirm") => {
-            let default = kind.get("default").and_then(Value::as_bool).unwrap_or(false);
+            let default = kind
+                .get("default")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             Ok(serde_json::json!({ "confirm": default }))
         }
         Some("choice") => {

@@ -71,8 +71,8 @@ pub fn set_log_verbosity(verbosity: u8) {
 /// The `MOAT_PLUGIN_LOG` value to start a plugin with, or `None` when the user set one in moat's
 /// environment (it is passed on unchanged).
 pub(crate) fn plugin_log_level() -> Option<&'static str> {
-    let set_by_user = std::env::var_os(moat_plugin_sdk::protocol::LOG_ENV)
-        .is_some_and(|value| !value.is_empty());
+    let set_by_user =
+        std::env::var_os(moat_plugin_sdk::protocol::LOG_ENV).is_some_and(|value| !value.is_empty());
     (!set_by_user).then(|| PLUGIN_LOG_LEVEL.get().copied().unwrap_or("info"))
 }
 

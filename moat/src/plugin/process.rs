@@ -99,21 +99,16 @@ impl Timeouts {
     }
 }
 
-/// True for the name of an environment variable whose value is scrubbed from every plugin's
-/// output: it contains `TOKEN`, `KEY`, `SECRET`, `PASSWORD`, `PASSWD` or `CREDENTIAL` (in any
-/// case). A plugin inherits moat's environment and may read, log or quote such a value before moat
-/// was ever handed it.
-pub fn is_secret_env_name(name: &str) -> bool {
-    const WORDS: [&str; 6] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"];
-    let name = name.to_ascii_uppercase();
-    WORDS.iter().any(|word| name.contains(word))
-}
-
 /// The values of moat's environment variables whose names say they are secret (see
-/// [`is_secret_env_name`]), as a set to scrub from what plugins say.
+/// [`moat_plugin_sdk::looks_secret_variable`]), as a set to scrub from what plugins say: a plugin
+/// inherits moat's environment and may read, log or quote such a value before moat was ever
+/// handed it.
 pub fn environment_secrets() -> moat_plugin_sdk::SecretSet {
     std::env::vars_os()
-        .filter(|(name, _)| name.to_str().is_some_and(is_secret_env_name))
+        .filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(moat_plugin_sdk::looks_secret_variable)
+        })
         .filter_map(|(_, value)| value.into_string().ok())
         .map(moat_plugin_sdk::Secret::new)
         .collect()
@@ -666,24 +661,6 @@ pub async fn handshake_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_looking_variable_names() {
-        for name in [
-            "GITHUB_TOKEN",
-            "gh_token",
-            "OPENAI_API_KEY",
-            "AWS_SECRET_ACCESS_KEY",
-            "DB_PASSWORD",
-            "SMB_PASSWD",
-            "GOOGLE_APPLICATION_CREDENTIALS",
-        ] {
-            assert!(is_secret_env_name(name), "{name}");
-        }
-        for name in ["PATH", "HOME", "USER", "LANG", "MOAT_HOME", "TERM"] {
-            assert!(!is_secret_env_name(name), "{name}");
-        }
-    }
 
     #[test]
     fn the_env_override_applies_to_every_call_but_grant() {

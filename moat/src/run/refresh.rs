@@ -206,8 +206,8 @@ mod tests {
 
     use async_trait::async_trait;
     use moat_plugin_sdk::{
-        GrantRequest, GrantStep, ProviderInfo, ProviderResult, ProxyRule,
-        RefreshableProvider, Refreshed, Secret,
+        GrantRequest, GrantStep, ProviderInfo, ProviderResult, ProxyRule, RefreshableProvider,
+        Refreshed, Secret,
     };
 
     use super::*;
@@ -412,7 +412,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         refresher.stop().await;
         assert_eq!(provider.count.load(Ordering::SeqCst), 1, "asked once");
-        assert!(sink.events.lock().unwrap().is_empty(), "no failure reported");
+        assert!(
+            sink.events.lock().unwrap().is_empty(),
+            "no failure reported"
+        );
         assert!(sink.applied.lock().unwrap().is_empty(), "old rules kept");
     }
 
