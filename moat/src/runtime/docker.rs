@@ -57,6 +57,27 @@ pub struct DockerRuntime {
     endpoint: Endpoint,
 }
 
+/// An exclusive lock on `<temp>/moat-network-<name>.lock`, taken on a blocking thread. `None`
+/// when the file cannot be opened or locked (another user's file we cannot read, a read-only
+/// temp dir): then the oldest-wins rule alone keeps runs on one network.
+async fn network_lock(name: &str) -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("moat-network-{name}.lock"));
+    tokio::task::spawn_blocking(move || {
+        // Read access is enough for flock(2), so another user's lock file still serves.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path))
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 impl DockerRuntime {
     /// Connect to the engine the environment names ([`Endpoint::from_env`]).
     pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
@@ -403,6 +424,11 @@ impl Runtime for DockerRuntime {
 
     async fn ensure_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo, RuntimeError> {
         let name = spec.name.as_str();
+        // This engine does not refuse a second network of the same name, and a run that lists
+        // before another's create is visible makes its own: runs on this machine take turns
+        // (a file lock, held until the network is chosen). The oldest-wins rule below still
+        // covers processes that cannot share the lock.
+        let _turn = network_lock(name).await;
         let mut existing = self.networks_named(name).await?;
         let mut created = None;
         if existing.is_empty() {
