@@ -917,3 +917,46 @@ fn compressed_and_binary_bodies_are_logged_as_markers_not_mojibake() {
     );
     assert_eq!(lines[1]["resp_body"], "[binary body, 9 bytes captured]");
 }
+
+#[test]
+fn a_secret_straddling_the_body_capture_limit_leaves_no_prefix_in_the_log() {
+    let ca = TestCa::new();
+    let real = "ghp_testtoken0123456789abcdef";
+    let body = format!("{}{real}", "x".repeat(8180));
+    let echoed = body.clone();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], move |_: &Recorded| {
+        Reply::status(200)
+            .with_header("content-type", "text/plain")
+            .with_body(echoed.clone().into_bytes())
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "Authorization",
+            &format!("Bearer {real}"),
+            "example",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let response = proxy
+        .client(&token)
+        .post("https://api.example.com/echo")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = read_log(&log, 1, Duration::from_secs(30));
+    let text = lines[0].to_string();
+    assert!(!text.contains("ghp_"), "a prefix of the token is logged");
+    assert_eq!(lines[0]["truncated"], true);
+    for field in ["req_body", "resp_body"] {
+        let logged = lines[0][field].as_str().unwrap();
+        assert!(logged.len() > 4096 && logged.bytes().all(|b| b == b'x'), "{field}");
+    }
+}

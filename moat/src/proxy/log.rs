@@ -240,17 +240,34 @@ impl Serialize for Line<'_> {
         )?;
         if let Some(body) = &entry.req_body {
             let text = body_text(body, &entry.req_headers);
-            map.serialize_entry("req_body", &redactor.redact(&text))?;
+            let cut = entry.truncated && body.len() >= BODY_CAPTURE_LIMIT;
+            map.serialize_entry("req_body", &redact_body(redactor, &text, cut))?;
         }
         if let Some(body) = &entry.resp_body {
             let text = body_text(body, &entry.resp_headers);
-            map.serialize_entry("resp_body", &redactor.redact(&text))?;
+            let cut = entry.truncated && body.len() >= BODY_CAPTURE_LIMIT;
+            map.serialize_entry("resp_body", &redact_body(redactor, &text, cut))?;
         }
         if entry.truncated {
             map.serialize_entry("truncated", &true)?;
         }
         map.end()
     }
+}
+
+/// A captured body's text, redacted. A body `cut` at the capture limit may end with the start of
+/// a secret that went on past the limit, which no search for the whole secret finds: its end is
+/// held back by a [`SecretStream`](moat_plugin_sdk::SecretStream) and dropped, so the log never
+/// keeps a prefix of a token.
+fn redact_body<'a>(redactor: &SecretSet, text: &'a str, cut: bool) -> Cow<'a, str> {
+    if !cut {
+        return redactor.redact(text);
+    }
+    let mut stream = redactor.stream();
+    let shown = stream.push(text);
+    // Dropped unfinished: what it holds could be the start of a secret.
+    drop(stream);
+    Cow::Owned(shown)
 }
 
 /// A captured body as the log shows it: the text, or a marker when it is content-encoded (gzip,
