@@ -9,6 +9,8 @@
 //! - inside a `Basic` value, the decoded `user:password` and the password alone;
 //! - each of those percent-encoded (a token in a URL) and in base64, standard and URL-safe, at
 //!   each of the three byte alignments it can have inside a larger encoded document;
+//! - any of them in another ASCII case (`GHP_…`), and with any of its characters percent-encoded
+//!   (`ghp_%41bc…`: the text is also searched with its escapes decoded);
 //! - secrets that overlap in the text are hidden as one merged span, so hiding one never leaves a
 //!   piece of the other behind;
 //! - text that arrives in pieces goes through a [`SecretStream`], which holds back a tail that
@@ -96,9 +98,17 @@ impl SecretSet {
 
     /// True when `text` holds a known secret in any form.
     pub fn occurs_in(&self, text: &str) -> bool {
-        self.needles
-            .iter()
-            .any(|needle| text.contains(needle.expose()))
+        !self.spans(text).is_empty()
+    }
+
+    /// The byte ranges of `text` that hold a known secret in any form: sorted, overlapping ones
+    /// merged, each on character boundaries. For a caller that must act on the parts of a text
+    /// (which header of several held a piece of the span) rather than mask it.
+    pub fn find(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        self.spans(text)
+            .into_iter()
+            .map(|(start, end)| start..end)
+            .collect()
     }
 
     /// A redactor for text that arrives in pieces (lines cut by a limit, body chunks).
@@ -110,16 +120,63 @@ impl SecretSet {
     }
 
     /// The byte ranges of `text` that hold a needle, sorted, overlapping ones merged.
+    ///
+    /// Needles are matched ignoring ASCII case (a token upper- or lower-cased by whatever echoed
+    /// it), and also in the text with its `%XX` escapes decoded (a token with only some of its
+    /// characters percent-encoded, which no fixed encoded form matches); a span found in the
+    /// decoded text covers the escapes it came from.
     fn spans(&self, text: &str) -> Vec<(usize, usize)> {
+        if self.needles.is_empty() {
+            return Vec::new();
+        }
+        let lower = text.as_bytes().to_ascii_lowercase();
         let mut found = Vec::new();
         for needle in &self.needles {
-            let needle = needle.expose();
-            let mut from = 0;
-            while let Some(at) = text[from..].find(needle) {
-                let start = from + at;
-                found.push((start, start + needle.len()));
-                // Overlapping occurrences of the same needle count too: step one character.
-                from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+            let needle = needle.expose().as_bytes().to_ascii_lowercase();
+            found.extend(occurrences(&lower, &needle).map(|start| (start, start + needle.len())));
+        }
+        if text.contains('%') {
+            // Each decoded byte with the range of `text` it came from.
+            let mut decoded = Vec::with_capacity(lower.len());
+            let mut origin = Vec::with_capacity(lower.len());
+            let mut at = 0;
+            while at < lower.len() {
+                let escape = (lower[at] == b'%')
+                    .then(|| lower.get(at + 1..at + 3))
+                    .flatten()
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match escape {
+                    Some(byte) => {
+                        decoded.push(byte.to_ascii_lowercase());
+                        origin.push((at, at + 3));
+                        at += 3;
+                    }
+                    None => {
+                        decoded.push(lower[at]);
+                        origin.push((at, at + 1));
+                        at += 1;
+                    }
+                }
+            }
+            if decoded.len() < lower.len() {
+                for needle in &self.needles {
+                    let needle = needle.expose().as_bytes().to_ascii_lowercase();
+                    for start in occurrences(&decoded, &needle) {
+                        let (from, _) = origin[start];
+                        let (_, to) = origin[start + needle.len() - 1];
+                        found.push((from, to));
+                    }
+                }
+            }
+        }
+        // Spans on character boundaries (a decoded match may start or end inside a character).
+        for (start, end) in &mut found {
+            while !text.is_char_boundary(*start) {
+                *start -= 1;
+            }
+            while !text.is_char_boundary(*end) {
+                *end += 1;
             }
         }
         found.sort_unstable();
@@ -132,6 +189,15 @@ impl SecretSet {
         }
         merged
     }
+}
+
+/// Where `needle` (not empty) starts in `haystack`, overlapping occurrences included.
+fn occurrences<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(move |(_, window)| window[0] == needle[0] && *window == needle)
+        .map(|(start, _)| start)
 }
 
 impl fmt::Debug for SecretSet {
@@ -166,7 +232,8 @@ fn mask(out: &mut String, text: &str, spans: &[(usize, usize)]) {
 /// Redacts text that arrives in pieces: a secret cut across two pieces is still hidden whole.
 ///
 /// [`push`](SecretStream::push) returns what is safe to pass on now and holds back the end that
-/// could be the start of a secret (at most the longest form's length, less one byte);
+/// could be the start of a secret (at most three times the longest form's length, as escapes,
+/// less one byte);
 /// [`finish`](SecretStream::finish) returns the rest. Dropping the stream without `finish`
 /// discards what it holds: the way to cut text short without leaving the start of a secret at
 /// the cut.
@@ -181,10 +248,11 @@ impl SecretStream<'_> {
     pub fn push(&mut self, piece: &str) -> String {
         self.pending.push_str(piece);
         // A secret starting before `cut` ends inside `pending`, so it is found now.
+        // A secret with every byte percent-encoded is three times as long as its needle.
         let mut cut = self
             .pending
             .len()
-            .saturating_sub(self.set.longest.saturating_sub(1));
+            .saturating_sub((3 * self.set.longest).saturating_sub(1));
         while !self.pending.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -417,6 +485,34 @@ mod tests {
                 vec![],
                 Some("[REDACTED]"),
             ),
+            // Another ASCII case, whole or in part.
+            (
+                vec!["ghp_secret1"],
+                "a GHP_SECRET1 b Ghp_Secret1 c".into(),
+                vec!["SECRET1".into(), "Secret1".into()],
+                Some("a [REDACTED] b [REDACTED] c"),
+            ),
+            // Partly percent-encoded (escapes in either case), and in another case as well.
+            (
+                vec!["ghp_secret1"],
+                "/a/ghp%5Fs%65cret1/b?q=%67hp_secre%74%31&r=GHP%5fSECRET1".into(),
+                vec!["cret1".into(), "secre".into(), "SECRET1".into()],
+                Some("/a/[REDACTED]/b?q=[REDACTED]&r=[REDACTED]"),
+            ),
+            // Every byte escaped.
+            (
+                vec!["tok-123456"],
+                "x %74%6F%6B%2D%31%32%33%34%35%36 y".into(),
+                vec!["%35%36".into()],
+                Some("x [REDACTED] y"),
+            ),
+            // Escapes that decode to nothing secret, or are not escapes, are left alone.
+            (
+                vec!["ghp_secret1"],
+                "100% sure %zz %41BC ghp_secret".into(),
+                vec![],
+                Some("100% sure %zz %41BC ghp_secret"),
+            ),
             // Too short to search for.
             (vec!["12345"], "12345".into(), vec![], Some("12345")),
         ];
@@ -451,7 +547,8 @@ mod tests {
     fn a_stream_dropped_early_leaves_no_start_of_a_secret() {
         let set = set(&["tok-0123456789"]);
         let mut stream = set.stream();
-        let line = "a line long enough to be passed on in part: tok-0123";
+        let line = "a line long enough to be passed on in part, even with the hold-back \
+                    for escaped secrets, which is three times the longest form: tok-0123";
         let said = stream.push(line);
         assert!(!said.is_empty() && line.starts_with(&said), "{said:?}");
         assert!(!said.contains("tok-"), "{said:?}");

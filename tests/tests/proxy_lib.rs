@@ -960,3 +960,73 @@ fn a_secret_straddling_the_body_capture_limit_leaves_no_prefix_in_the_log() {
         assert!(logged.len() > 4096 && logged.bytes().all(|b| b == b'x'), "{field}");
     }
 }
+
+#[test]
+fn an_upstream_echoing_a_credential_in_any_form_in_response_headers_hands_none_over() {
+    use base64::Engine as _;
+    let ca = TestCa::new();
+    let real = "ghp_EchoedCredential0123456789";
+    let (head, tail) = real.split_at(12);
+    let forms: Vec<(&str, String)> = vec![
+        ("x-raw", format!("token={real}")),
+        (
+            "x-base64",
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{real}")),
+        ),
+        ("x-upper", real.to_uppercase()),
+        ("x-lower", format!("Bearer {}", real.to_lowercase())),
+        ("x-split", head.to_string()),
+        ("x-split", tail.to_string()),
+        ("x-pct", "/cb?t=ghp%5FE%63hoedCredential01234%35%36789".to_string()),
+        ("x-pct-upper", "GHP_ECHOED%43REDENTIAL0123456789".to_string()),
+    ];
+    let reply_forms = forms.clone();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], move |_: &Recorded| {
+        let mut reply = Reply::json(200, serde_json::json!({"ok": true}))
+            .with_header("x-innocent", "hello");
+        for (name, value) in &reply_forms {
+            reply = reply.with_header(*name, value.clone());
+        }
+        reply
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "Authorization",
+            &format!("Bearer {real}"),
+            "example",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let response = proxy
+        .client(&token)
+        .get("https://api.example.com/whoami")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-innocent"], "hello");
+    let mut client_saw = String::new();
+    for (name, value) in response.headers() {
+        client_saw.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+    }
+    let lines = read_log(&log, 1, Duration::from_secs(30));
+    let logged = lines[0]["resp_headers"].to_string();
+    for (name, value) in &forms {
+        assert!(!client_saw.contains(value.as_str()), "{name} reached the client");
+        assert!(!logged.contains(value.as_str()), "{name} reached the log");
+        assert_eq!(
+            response.headers().get_all(*name).iter().count(),
+            if *name == "x-split" { 2 } else { 1 },
+        );
+        for got in response.headers().get_all(*name) {
+            assert_eq!(got, "[removed by moat: it held a credential]", "{name}");
+        }
+    }
+    let lower = client_saw.to_lowercase() + &logged.to_lowercase();
+    assert!(!lower.contains("echoedcredential"), "{client_saw}\n{logged}");
+}

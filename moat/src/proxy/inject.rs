@@ -13,8 +13,9 @@
 //!    and (done by the pipeline) bodies of known length up to [`SUBSTITUTION_BODY_LIMIT`];
 //! 6. `Proxy-Authorization` and `Proxy-Connection` are always removed.
 //!
-//! Responses: response headers that echo a credential or the substituted token are scrubbed
-//! ([`scrub_credential_headers`], [`scrub_headers`]); then the host's transforms
+//! Responses: the substituted token in response headers is put back to its placeholder
+//! ([`scrub_headers`]), then every header value that still holds a secret of the run, in any form
+//! the run's redactor covers, is replaced ([`scrub_secret_headers`]); then the host's transforms
 //! (`response_transform` scrubbing and `replace_response` answers, both provider data) run in
 //! registration order and the first that applies wins ([`response_transform`]).
 //!
@@ -589,28 +590,35 @@ pub(crate) fn scrub_headers(headers: &mut HeaderMap, sub: &Substitution) {
     }
 }
 
-/// Replaces every response header value that contains one of `credentials` (the whole value,
-/// or the token after its scheme) by a marker.
-pub(crate) fn scrub_credential_headers(headers: &mut HeaderMap, credentials: &[CredentialRule]) {
-    let needles: Vec<&[u8]> = credentials
-        .iter()
-        .flat_map(|credential| {
-            let value = credential.value.as_bytes();
-            let token = value
-                .iter()
-                .position(|b| *b == b' ')
-                .map(|i| &value[i + 1..]);
-            std::iter::once(value).chain(token)
-        })
-        .filter(|needle| needle.len() >= 6)
-        .collect();
-    for value in headers.values_mut() {
-        let bytes = value.as_bytes();
-        if needles
+/// What a response header value that held a secret is replaced with.
+pub(crate) const SCRUBBED_HEADER: &str = "[removed by moat: it held a credential]";
+
+/// Replaces every response header value that holds a secret of the run, in any form its
+/// redactor covers (raw, after a scheme, Basic, percent-encoded wholly or in part, base64, in
+/// another case), by [`SCRUBBED_HEADER`]. The values are searched as one text, in order, so a
+/// secret split across neighbouring values (two values of one name, or adjacent headers) is
+/// found too, and every value holding a piece of it is replaced.
+pub(crate) fn scrub_secret_headers(headers: &mut HeaderMap, secrets: &SecretSet) {
+    if secrets.is_empty() || headers.is_empty() {
+        return;
+    }
+    let mut joined = String::new();
+    let mut bounds = Vec::with_capacity(headers.len());
+    for value in headers.values() {
+        let start = joined.len();
+        joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        bounds.push(start..joined.len());
+    }
+    let spans = secrets.find(&joined);
+    if spans.is_empty() {
+        return;
+    }
+    for (value, range) in headers.values_mut().zip(bounds) {
+        if spans
             .iter()
-            .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+            .any(|span| span.start < range.end && range.start < span.end)
         {
-            *value = HeaderValue::from_static("[removed by moat: it held a credential]");
+            *value = HeaderValue::from_static(SCRUBBED_HEADER);
         }
     }
 }

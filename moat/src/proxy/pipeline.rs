@@ -9,7 +9,8 @@
 //!    extra and removed headers, token substitution in the path and the body), the upstream URI;
 //! 3. [`forward`]: the request sent upstream ([`super::upstream`]);
 //! 4. [`relay_upgrade`] after a `101`: both connections relayed byte for byte;
-//! 5. [`shape_response`]: hop-by-hop headers out, credentials scrubbed from response headers, the
+//! 5. [`shape_response`]: hop-by-hop headers out, every secret of the run (in any form its
+//!    redactor covers) scrubbed from response headers, the
 //!    host's response transforms (replacement, body scrubbing);
 //! 6. [`log_response`]: the response streams to the client while its first bytes are kept, and
 //!    the request's `network.jsonl` line is written when it ends.
@@ -31,6 +32,7 @@ use hyper::http::response::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
+use moat_plugin_sdk::SecretSet;
 
 use super::blocked::Blocked;
 use super::body::{Capture, Logged, ProxyBody, Scrub, Tee, empty, full, incoming};
@@ -38,7 +40,7 @@ use super::hop::{is_upgrade, strip_hop_by_hop};
 use super::host::Target;
 use super::inject::{
     HostView, Injected, ResponseAction, SUBSTITUTION_BODY_LIMIT, apply_request_headers,
-    identity_encoded, is_text_type, response_transform, scrub_credential_headers, scrub_headers,
+    identity_encoded, is_text_type, response_transform, scrub_headers, scrub_secret_headers,
     substitute, substitute_bytes,
 };
 use super::listener::Shared;
@@ -208,12 +210,14 @@ pub(crate) async fn handle(
     };
     let response = match client_upgrade {
         Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let mut response = response;
+            scrub_secret_headers(response.headers_mut(), &state.redactor);
             let response = relay_upgrade(&target, client, response);
             return pending.respond(response, None);
         }
         _ => response,
     };
-    match shape_response(&view, &method, &path, response) {
+    match shape_response(&view, &state.redactor, &method, &path, response) {
         Ok((parts, body)) => log_response(pending, parts, body),
         Err((response, reason)) => pending.respond(response, reason),
     }
@@ -428,29 +432,33 @@ fn relay_upgrade(
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
 fn shape_response(
     view: &HostView<'_>,
+    redactor: &SecretSet,
     method: &Method,
     path: &str,
     response: Response<Incoming>,
 ) -> Result<(Parts, ProxyBody), Refusal> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    if !view.credentials.is_empty() {
-        // An upstream that echoes the request's credentials in a response header (a debug header,
-        // an error in a redirect) must not hand them to the client.
-        scrub_credential_headers(&mut parts.headers, view.credentials);
-    }
     if let Some(sub) = view.substitution {
         // The request carried the real token (in its path or body): an upstream may echo it in a
-        // redirect's Location, a cookie, or a body the scrubber cannot read.
+        // redirect's Location, a cookie, or a body the scrubber cannot read. Put back as the
+        // placeholder where it is whole, so a Location still works.
         scrub_headers(&mut parts.headers, sub);
-        if view.scrubs_responses() && !identity_encoded(&parts.headers) {
-            let response = text(
-                StatusCode::BAD_GATEWAY,
-                "moat proxy: the upstream sent a compressed body, which cannot be scrubbed of the \
-                 substituted token; it was not passed on\n",
-            );
-            return Err((response, Some("encoded body on a substitution host".into())));
-        }
+    }
+    // An upstream that echoes a credential in a response header (a debug header, an error in a
+    // redirect), in whatever form, must not hand it to the client: the run's one redactor finds
+    // it.
+    scrub_secret_headers(&mut parts.headers, redactor);
+    if view.substitution.is_some()
+        && view.scrubs_responses()
+        && !identity_encoded(&parts.headers)
+    {
+        let response = text(
+            StatusCode::BAD_GATEWAY,
+            "moat proxy: the upstream sent a compressed body, which cannot be scrubbed of the \
+             substituted token; it was not passed on\n",
+        );
+        return Err((response, Some("encoded body on a substitution host".into())));
     }
     let body = match response_transform(view, method.as_str(), path, parts.status, &parts.headers) {
         ResponseAction::None => incoming(body),
