@@ -866,7 +866,10 @@ fn the_real_token_never_reaches_logs_error_pages_or_output() {
         "application/json; charset=utf-8"
     );
     assert_eq!(first["truncated"], true, "the 20 KB body is cut at 8 KiB");
-    assert_eq!(first["resp_body"].as_str().unwrap().len(), 8 * 1024);
+    // Cut at 8 KiB, less the end held back in case it is the start of a secret (at most three
+    // times the longest form of one, for an escaped form).
+    let kept = first["resp_body"].as_str().unwrap().len();
+    assert!(kept <= 8 * 1024 && kept > 7 * 1024, "{kept}");
     let second = &lines[1];
     assert_eq!(second["req_headers"]["authorization"], "[REDACTED]");
     let echo = lines

@@ -13,7 +13,9 @@
 //!   headers are joined with `, `.
 //! - The URL is the client's: a token-substitution placeholder stays a placeholder.
 //! - Bodies are captured only for text-like types (`text/*`, JSON, XML, form data, JavaScript),
-//!   the first [`BODY_CAPTURE_LIMIT`] bytes; `truncated` says one of them was longer. A
+//!   the first [`BODY_CAPTURE_LIMIT`] bytes; `truncated` says one of them was longer. A body cut
+//!   at the limit also loses the end that could be the start of a secret running past the cut
+//!   (a few hundred bytes at most), so no prefix of a token is ever kept. A
 //!   content-encoded (gzip, br, ...) or non-UTF-8 body is logged as a marker
 //!   (`[gzip-encoded body, 812 bytes captured, not decoded]`, `[binary body, 64 bytes captured]`),
 //!   never as mojibake.
