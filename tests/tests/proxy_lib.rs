@@ -957,7 +957,10 @@ fn a_secret_straddling_the_body_capture_limit_leaves_no_prefix_in_the_log() {
     assert_eq!(lines[0]["truncated"], true);
     for field in ["req_body", "resp_body"] {
         let logged = lines[0][field].as_str().unwrap();
-        assert!(logged.len() > 4096 && logged.bytes().all(|b| b == b'x'), "{field}");
+        assert!(
+            logged.len() > 4096 && logged.bytes().all(|b| b == b'x'),
+            "{field}"
+        );
     }
 }
 
@@ -977,13 +980,19 @@ fn an_upstream_echoing_a_credential_in_any_form_in_response_headers_hands_none_o
         ("x-lower", format!("Bearer {}", real.to_lowercase())),
         ("x-split", head.to_string()),
         ("x-split", tail.to_string()),
-        ("x-pct", "/cb?t=ghp%5FE%63hoedCredential01234%35%36789".to_string()),
-        ("x-pct-upper", "GHP_ECHOED%43REDENTIAL0123456789".to_string()),
+        (
+            "x-pct",
+            "/cb?t=ghp%5FE%63hoedCredential01234%35%36789".to_string(),
+        ),
+        (
+            "x-pct-upper",
+            "GHP_ECHOED%43REDENTIAL0123456789".to_string(),
+        ),
     ];
     let reply_forms = forms.clone();
     let upstream = FakeHttps::start_for(&ca, &["api.example.com"], move |_: &Recorded| {
-        let mut reply = Reply::json(200, serde_json::json!({"ok": true}))
-            .with_header("x-innocent", "hello");
+        let mut reply =
+            Reply::json(200, serde_json::json!({"ok": true})).with_header("x-innocent", "hello");
         for (name, value) in &reply_forms {
             reply = reply.with_header(*name, value.clone());
         }
@@ -1017,7 +1026,10 @@ fn an_upstream_echoing_a_credential_in_any_form_in_response_headers_hands_none_o
     let lines = read_log(&log, 1, Duration::from_secs(30));
     let logged = lines[0]["resp_headers"].to_string();
     for (name, value) in &forms {
-        assert!(!client_saw.contains(value.as_str()), "{name} reached the client");
+        assert!(
+            !client_saw.contains(value.as_str()),
+            "{name} reached the client"
+        );
         assert!(!logged.contains(value.as_str()), "{name} reached the log");
         assert_eq!(
             response.headers().get_all(*name).iter().count(),
@@ -1028,5 +1040,98 @@ fn an_upstream_echoing_a_credential_in_any_form_in_response_headers_hands_none_o
         }
     }
     let lower = client_saw.to_lowercase() + &logged.to_lowercase();
-    assert!(!lower.contains("echoedcredential"), "{client_saw}\n{logged}");
+    assert!(
+        !lower.contains("echoedcredential"),
+        "{client_saw}\n{logged}"
+    );
+}
+
+#[test]
+fn refusals_before_the_pipeline_are_in_the_request_log_without_the_token() {
+    let ca = TestCa::new();
+    let upstream = FakeHttps::start_for(&ca, &["api.example.com"], |_: &Recorded| {
+        Reply::text(200, "ok")
+    });
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(vec![], NetworkPolicy::default());
+    let roots = roots_from_pem(&proxy.ca_pem);
+    let wrong = "ghp_SomeonesRealToken0123456789";
+    proxy.runtime.block_on(async {
+        // A TLS server name other than the CONNECT host.
+        let err = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.example.com:443",
+            "evil.example",
+            client_tls(roots.clone(), &[b"http/1.1"]),
+        )
+        .await;
+        assert!(err.is_err());
+        // Not TLS at all.
+        let (status, _, mut tcp) = connect_tunnel(
+            proxy.addr(),
+            Some(&basic_proxy_auth(token.as_str())),
+            "api.example.com:443",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+        // Another Host inside the tunnel: 421.
+        let mut tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.example.com:443",
+            "api.example.com",
+            client_tls(roots.clone(), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.ok();
+        assert!(response.starts_with("HTTP/1.1 421"), "{response}");
+        // A wrong token: 407, and no run to log it in; it must not show anywhere.
+        let (status, _, _) = connect_tunnel(
+            proxy.addr(),
+            Some(&basic_proxy_auth(wrong)),
+            "api.example.com:443",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 407);
+    });
+    let lines = read_log(&log, 3, Duration::from_secs(30));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l["error"].as_str().is_some_and(|e| e.contains(needle)))
+            .unwrap_or_else(|| panic!("no line about {needle:?}: {lines:?}"))
+    };
+    let sni = find("does not match the CONNECT host");
+    assert_eq!(sni["method"], "CONNECT");
+    assert_eq!(sni["url"], "api.example.com:443");
+    let not_tls = find("not a TLS handshake");
+    assert_eq!(not_tls["method"], "CONNECT");
+    let misdirected = find("another host");
+    assert_eq!(misdirected["status_code"], 421);
+    assert_eq!(misdirected["url"], "https://api.example.com/x");
+    assert_eq!(misdirected["req_headers"]["host"], "evil.example");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(wrong) && !text.contains(token.as_str()),
+        "{text}"
+    );
+    assert!(upstream.requests().is_empty());
 }

@@ -13,6 +13,7 @@ use hyper::header::{HeaderMap, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZAT
 use hyper::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::log::{Refused, say_refused};
 use super::respond::text;
 use super::runs::{Run, RunRegistry, TokenHash};
 
@@ -27,7 +28,16 @@ pub(crate) fn authenticate(
     };
     token_of(value)
         .and_then(|token| registry.authenticate(&token))
-        .ok_or_else(|| challenge("Invalid proxy token"))
+        .ok_or_else(|| {
+            // A missing header is the normal first try (clients send it after the challenge);
+            // a wrong one is worth saying. Never with the token: it may be someone's real one.
+            say_refused(
+                Refused::WrongToken,
+                "a request with an unknown proxy token (407); is the container using an old \
+                 run's proxy URL?",
+            );
+            challenge("Invalid proxy token")
+        })
 }
 
 /// The token in a `Proxy-Authorization` value: the Basic password (or the user name when the

@@ -19,6 +19,12 @@
 //!   content-encoded (gzip, br, ...) or non-UTF-8 body is logged as a marker
 //!   (`[gzip-encoded body, 812 bytes captured, not decoded]`, `[binary body, 64 bytes captured]`),
 //!   never as mojibake.
+//! - A refusal made before the pipeline is reached is a line too, with its reason in `error`: a
+//!   request inside a tunnel whose `Host` is not the CONNECT host (`421`), and a tunnel closed
+//!   before any request because what followed the `200` was not a TLS handshake for the CONNECT
+//!   host (its SNI named another, none at all, or it was not TLS): a `CONNECT` line with status
+//!   `200` (what the client got) and the reason. A wrong proxy token opens no run, so it has no
+//!   log to go to; like the others it is said on stderr ([`say_refused`]), never with the token.
 //! - Every string goes through the run's redactor before it is written, so a token echoed back by
 //!   an upstream still never lands in the file.
 //!
@@ -183,6 +189,77 @@ impl Default for Entry {
             req_body: None,
             resp_body: None,
             truncated: false,
+        }
+    }
+}
+
+/// A kind of refusal said on stderr by [`say_refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A request whose `Host` is not its connection's host (`421`).
+    HostMismatch,
+    /// A `Proxy-Authorization` with a token no run has (`407`).
+    WrongToken,
+    /// A tunnel whose TLS server name is not the CONNECT host, or missing.
+    SniMismatch,
+    /// A tunnel whose first bytes were not a TLS handshake.
+    NotTls,
+    /// A tunnel whose TLS handshake failed or did not come in time.
+    TlsFailed,
+}
+
+impl Refused {
+    const ALL: usize = 5;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How often each kind of refusal may be said on stderr.
+const SAY_EVERY: Duration = Duration::from_secs(60);
+
+/// When each kind was last said, and how many since were not.
+static SAID: [std::sync::Mutex<Option<(std::time::Instant, u64)>>; Refused::ALL] =
+    [const { std::sync::Mutex::new(None) }; Refused::ALL];
+
+/// Says a refusal on stderr (`tracing` at warn): the first of each kind at once, then at most one
+/// line per kind every minute with how many were not said, so a flood cannot fill the terminal.
+/// `what` must not hold a secret (a wrong token is never shown).
+pub(crate) fn say_refused(kind: Refused, what: &str) {
+    let now = std::time::Instant::now();
+    let mut said = SAID[kind.index()]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(more) = should_say(&mut said, now) {
+        drop(said);
+        match more {
+            0 => tracing::warn!("moat proxy refused {what}"),
+            more => tracing::warn!("moat proxy refused {what} (and {more} more like it)"),
+        }
+    }
+}
+
+/// The rate limit of [`say_refused`]: `Some(not said since the last line)` when this one is
+/// said.
+fn should_say(
+    said: &mut Option<(std::time::Instant, u64)>,
+    now: std::time::Instant,
+) -> Option<u64> {
+    match said {
+        Some((last, skipped)) if now.duration_since(*last) < SAY_EVERY => {
+            *skipped += 1;
+            None
+        }
+        Some((last, skipped)) => {
+            let more = *skipped;
+            *last = now;
+            *skipped = 0;
+            Some(more)
+        }
+        None => {
+            *said = Some((now, 0));
+            Some(0)
         }
     }
 }
@@ -364,6 +441,26 @@ mod tests {
         let mut identity = HeaderMap::new();
         identity.insert("content-encoding", "identity".parse().unwrap());
         assert_eq!(body_text(b"{}", &identity), "{}");
+    }
+
+    #[test]
+    fn refusals_are_said_at_most_once_a_minute_per_kind() {
+        let start = std::time::Instant::now();
+        let mut said = None;
+        assert_eq!(should_say(&mut said, start), Some(0), "the first at once");
+        for i in 1..1000 {
+            assert_eq!(
+                should_say(&mut said, start + Duration::from_millis(i)),
+                None
+            );
+        }
+        assert_eq!(
+            should_say(&mut said, start + SAY_EVERY),
+            Some(999),
+            "a minute on, one line with the count"
+        );
+        assert_eq!(should_say(&mut said, start + SAY_EVERY), None);
+        say_refused(Refused::NotTls, "a test refusal");
     }
 
     #[cfg(unix)]

@@ -449,10 +449,7 @@ fn shape_response(
     // redirect), in whatever form, must not hand it to the client: the run's one redactor finds
     // it.
     scrub_secret_headers(&mut parts.headers, redactor);
-    if view.substitution.is_some()
-        && view.scrubs_responses()
-        && !identity_encoded(&parts.headers)
-    {
+    if view.substitution.is_some() && view.scrubs_responses() && !identity_encoded(&parts.headers) {
         let response = text(
             StatusCode::BAD_GATEWAY,
             "moat proxy: the upstream sent a compressed body, which cannot be scrubbed of the \

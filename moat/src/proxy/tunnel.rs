@@ -20,7 +20,7 @@ use super::blocked::Blocked;
 use super::body::{ProxyBody, empty};
 use super::host::Target;
 use super::listener::Shared;
-use super::log::{Entry, snapshot};
+use super::log::{Entry, Refused, say_refused, snapshot};
 use super::pipeline::{Scheme, handle, host_agrees};
 use super::respond::{blocked, text};
 use super::runs::TokenHash;
@@ -90,29 +90,30 @@ async fn intercept(
         let start =
             LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded))
                 .await
-                .map_err(|err| format!("not a TLS handshake: {err}"))?;
+                .map_err(|err| (Refused::NotTls, format!("not a TLS handshake: {err}")))?;
         let sni = start
             .client_hello()
             .server_name()
             .map(str::to_ascii_lowercase);
-        sni_agrees(&target, sni.as_deref())?;
+        sni_agrees(&target, sni.as_deref()).map_err(|reason| (Refused::SniMismatch, reason))?;
         let config = shared
             .ca
             .server_config(&target.host)
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| (Refused::TlsFailed, err.to_string()))?;
         start
             .into_stream(config)
             .await
-            .map_err(|err| format!("TLS handshake failed: {err}"))
+            .map_err(|err| (Refused::TlsFailed, format!("TLS handshake failed: {err}")))
     };
     let tls = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(reason)) => {
-            tracing::debug!(%target, %reason, "tunnel closed");
+        Ok(Err((kind, reason))) => {
+            tunnel_refused(&shared, &hash, &target, kind, &reason);
             return;
         }
         Err(_) => {
-            tracing::debug!(%target, "tunnel closed: no TLS handshake in time");
+            let reason = "no TLS handshake in time";
+            tunnel_refused(&shared, &hash, &target, Refused::TlsFailed, reason);
             return;
         }
     };
@@ -149,6 +150,31 @@ async fn intercept(
     }
 }
 
+/// A tunnel closed before any request: a `CONNECT` line in the run's log with the reason, and a
+/// line on stderr (rate-limited per kind).
+fn tunnel_refused(shared: &Shared, hash: &TokenHash, target: &Target, kind: Refused, reason: &str) {
+    tracing::debug!(%target, %reason, "tunnel closed");
+    let Some(run) = shared.registry.get(hash) else {
+        return;
+    };
+    let state = run.state();
+    let said = state.redactor.redact(reason);
+    say_refused(
+        kind,
+        &format!("a tunnel to {target} for run {}: {said}", run.id),
+    );
+    if let Some(log) = &run.log {
+        let entry = Entry {
+            method: "CONNECT".into(),
+            url: target.to_string(),
+            status_code: StatusCode::OK.as_u16(),
+            error: Some(format!("tunnel closed: {reason}")),
+            ..Entry::default()
+        };
+        log.write(entry, &state.redactor);
+    }
+}
+
 /// The SNI must name the CONNECT host; IP targets may send none.
 fn sni_agrees(target: &Target, sni: Option<&str>) -> Result<(), String> {
     match sni {
@@ -181,6 +207,41 @@ async fn tunnel_request(
         return challenge("Invalid proxy token");
     };
     if let Err(refusal) = host_agrees(&request, &tunnel.target, Scheme::Https) {
+        let state = run.state();
+        let url = format!(
+            "https://{}{}",
+            tunnel.target.authority(443),
+            request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+        );
+        say_refused(
+            Refused::HostMismatch,
+            &format!(
+                "a request in run {}'s tunnel to {} that names another host ({})",
+                run.id,
+                tunnel.target,
+                refusal.status()
+            ),
+        );
+        if let Some(log) = &run.log {
+            let entry = Entry {
+                method: request.method().to_string(),
+                url,
+                status_code: refusal.status().as_u16(),
+                error: Some(
+                    match refusal.status() {
+                        StatusCode::MISDIRECTED_REQUEST => {
+                            "the request names another host than its tunnel's"
+                        }
+                        _ => "the request names no host",
+                    }
+                    .into(),
+                ),
+                req_headers: snapshot(request.headers()),
+                resp_headers: snapshot(refusal.headers()),
+                ..Entry::default()
+            };
+            log.write(entry, &state.redactor);
+        }
         return refusal;
     }
     handle(shared, &run, Scheme::Https, tunnel.target.clone(), request).await
