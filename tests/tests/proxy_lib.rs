@@ -917,3 +917,88 @@ fn compressed_and_binary_bodies_are_logged_as_markers_not_mojibake() {
     );
     assert_eq!(lines[1]["resp_body"], "[binary body, 9 bytes captured]");
 }
+
+/// One raw HTTP/1.1 request through a fresh tunnel to `api.github.com:443`; the response head.
+async fn raw_h1(proxy: &InProcess, token: &RunToken, request_line: &str) -> String {
+    let roots = roots_from_pem(&proxy.ca_pem);
+    let mut tls = tls_through_proxy(
+        proxy.addr(),
+        token.as_str(),
+        "api.github.com:443",
+        "api.github.com",
+        client_tls(roots, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(
+        format!("{request_line}\r\nHost: api.github.com\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.ok();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn path_rules_match_the_normalised_path_and_cover_the_prefix_itself() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.github.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.github.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.github.com",
+            "authorization",
+            "Bearer ghp_secret",
+            "github",
+        )])],
+        NetworkPolicy {
+            rules: vec![moat::proxy::HostRules {
+                host: "api.github.com".into(),
+                rules: vec!["deny * /admin/**".into()],
+            }],
+            ..NetworkPolicy::default()
+        },
+    );
+    proxy.runtime.block_on(async {
+        for path in [
+            "/admin",
+            "/admin/",
+            "/admin/x",
+            "//admin/x",
+            "/./admin/x",
+            "/x/../admin/x",
+            "/%61dmin/x",
+            "/%2e%2e/admin/x",
+            "/admin;a/x",
+            "/admin;a",
+            "/admin/x?y=1",
+        ] {
+            for method in ["GET", "POST"] {
+                let head = raw_h1(&proxy, &token, &format!("{method} {path} HTTP/1.1")).await;
+                assert!(head.starts_with("HTTP/1.1 407"), "{method} {path}: {head}");
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains("x-moat-blocked: request-rule"),
+                    "{method} {path}: {head}"
+                );
+            }
+        }
+        assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+        // Neighbours of the denied prefix still pass, with the credential.
+        for path in ["/administrator", "/x/admin/y", "/adminx/y"] {
+            let head = raw_h1(&proxy, &token, &format!("GET {path} HTTP/1.1")).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        }
+    });
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.header("authorization") == Some("Bearer ghp_secret"))
+    );
+}

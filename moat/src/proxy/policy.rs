@@ -6,7 +6,9 @@
 //!
 //! Host patterns are those of `host`; a pattern without a port matches only ports 80 and 443.
 //! Path rules read `"<allow|deny> <METHOD|*> <glob>"`, globs as in `glob` (`*` within a segment,
-//! `**` across segments; the query is ignored). The first matching rule of the first matching
+//! `**` across segments, `/p/**` covering `/p` itself; the query is ignored), matched against the
+//! normalised path (`glob::normalize`: `//`, `.`, `..`, `;params` and escaped unreserved characters
+//! resolved), not the raw one. The first matching rule of the first matching
 //! host entry wins. When none matches, the request is allowed, except under
 //! `strict` for a host that is reachable only because it has rules: there only what the rules
 //! allow passes.
@@ -210,7 +212,10 @@ impl CompiledPolicy {
         else {
             return Decision::Allow;
         };
-        let path = path.split(['?', '#']).next().unwrap_or("/");
+        // Rules see the normalised path: `//admin`, `/./admin`, `/x/../admin`, `/%61dmin` and
+        // `/admin;a` are the same resource to most upstreams, so they meet the same rule.
+        let path = super::glob::normalize(path);
+        let path = path.as_str();
         let matched = rules.iter().find(|rule| {
             rule.method
                 .as_deref()
