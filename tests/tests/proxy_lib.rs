@@ -1002,3 +1002,87 @@ fn path_rules_match_the_normalised_path_and_cover_the_prefix_itself() {
             .all(|s| s.header("authorization") == Some("Bearer ghp_secret"))
     );
 }
+
+#[test]
+fn an_asterisk_form_target_is_refused_before_any_upstream_connection() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.github.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.github.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.github.com",
+            "authorization",
+            "Bearer ghp_secret",
+            "github",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let roots = roots_from_pem(&proxy.ca_pem);
+    proxy.runtime.block_on(async {
+        // HTTP/1.1: `OPTIONS *`.
+        let head = raw_h1(&proxy, &token, "OPTIONS * HTTP/1.1").await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+        assert!(head.contains("origin-form"), "moat's own refusal: {head}");
+
+        // HTTP/2: a `:path` of `*`.
+        let tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.github.com:443",
+            "api.github.com",
+            client_tls(roots.clone(), &[b"h2"]),
+        )
+        .await
+        .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let uri = hyper::Uri::from_parts({
+            let mut parts = hyper::http::uri::Parts::default();
+            parts.scheme = Some(hyper::http::uri::Scheme::HTTPS);
+            parts.authority = Some("api.github.com".parse().unwrap());
+            parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("*"));
+            parts
+        })
+        .unwrap();
+        let request = hyper::Request::builder()
+            .method("OPTIONS")
+            .uri(uri)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("origin-form"),
+            "moat's own refusal: {body:?}"
+        );
+        // The same connection still serves an origin-form request, with the credential.
+        let request = hyper::Request::builder()
+            .method("OPTIONS")
+            .uri("https://api.github.com/x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    let seen = upstream.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the origin-form request went on: {seen:?}"
+    );
+    assert_eq!(seen[0].path, "/x");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer ghp_secret"));
+}
