@@ -506,7 +506,6 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
             "[::1]",
             "[::ffff:127.0.0.1]",
             "[::ffff:7f00:1]",
-            "169.254.169.254",
         ] {
             let authority = format!("{authority}:{}", upstream.port());
             let (status, head, mut tcp) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
@@ -531,8 +530,79 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
     assert_eq!(response.status(), 407);
     assert_eq!(response.headers()["x-moat-blocked"], "host-service");
     assert!(upstream.seen().is_empty());
-    let lines = read_log(&log, 8, Duration::from_secs(30));
-    assert_eq!(lines.len(), 8);
+    let lines = read_log(&log, 7, Duration::from_secs(30));
+    assert_eq!(lines.len(), 7);
+}
+
+/// This machine's address on its default route, if it has one (no packet is sent).
+fn primary_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.255:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn host_ports_open_the_loopback_names_only_never_link_local_or_interface_addresses() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["127.0.0.1", "localhost"]);
+    let proxy = InProcess::start(&ca, "", ProxyConfig::default());
+    let port = upstream.port();
+    let (token, _) = proxy.register(
+        vec![],
+        NetworkPolicy {
+            host_ports: vec![port],
+            ..NetworkPolicy::default()
+        },
+    );
+    let auth = basic_proxy_auth(token.as_str());
+    let mut closed = vec![
+        "169.254.169.254".to_owned(),
+        "[fe80::1]".to_owned(),
+        "0.0.0.0".to_owned(),
+        "[::ffff:169.254.169.254]".to_owned(),
+    ];
+    closed.extend(primary_address().map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }));
+    proxy.runtime.block_on(async {
+        for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"] {
+            let authority = format!("{host}:{port}");
+            let (status, head, _) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{authority}: {head}");
+        }
+        for host in &closed {
+            for port in [port, 80] {
+                let authority = format!("{host}:{port}");
+                let (status, head, mut tcp) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
+                    .await
+                    .unwrap();
+                assert_eq!(status, 407, "{authority}: {head}");
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains("x-moat-blocked: local-network"),
+                    "{authority}: {head}"
+                );
+                let mut body = vec![0u8; 1024];
+                let n = tcp.read(&mut body).await.unwrap();
+                let body = String::from_utf8_lossy(&body[..n]);
+                assert!(body.contains("never open"), "{authority}: {body}");
+                assert!(!body.contains("--host-port"), "{authority}: {body}");
+            }
+        }
+    });
+    // Plain http:// too.
+    let response = proxy
+        .client(&token)
+        .get(format!("http://169.254.169.254:{port}/"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 407);
+    assert_eq!(response.headers()["x-moat-blocked"], "local-network");
+    assert!(upstream.seen().is_empty());
 }
 
 #[test]

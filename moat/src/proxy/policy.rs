@@ -106,6 +106,9 @@ pub(crate) enum Decision {
     DenyHost,
     /// A service on the proxy's machine, on a port not in `host_ports`.
     DenyHostService,
+    /// A link-local address (cloud metadata), the unspecified address or one of the machine's
+    /// own interface addresses: never reachable, whatever `host_ports` lists.
+    DenyLocalNetwork,
     /// A rule (or the strict default) denies this method and path.
     DenyPath,
 }
@@ -172,13 +175,17 @@ impl CompiledPolicy {
     /// May the container reach `host:port` at all (the CONNECT check)? `Allow`, `DenyHost` or
     /// `DenyHostService`.
     pub fn check_host(&self, host: &str, port: u16) -> Decision {
-        if is_host_local(host) {
+        if is_host_port_name(host) {
             // Listed ports are open under either mode; nothing else on this machine is.
             if self.host_ports.contains(&port) {
                 Decision::Allow
             } else {
                 Decision::DenyHostService
             }
+        } else if is_host_local(host) {
+            // `host_ports` opens the loopback names only: link-local (cloud metadata), `0.0.0.0`
+            // and the machine's interface addresses stay closed.
+            Decision::DenyLocalNetwork
         } else if self.host_allowed(host, port) {
             Decision::Allow
         } else {
@@ -237,8 +244,18 @@ impl CompiledPolicy {
     }
 }
 
-/// Names and addresses that mean the proxy's own machine (host names lowercase, IPv6 without
-/// brackets).
+/// What `host_ports` opens, exactly as `moat proxy --help` says: `localhost` (and
+/// `*.localhost`), `moat-host` and the loopback addresses (`127.0.0.0/8`, `::1`, their
+/// IPv4-mapped forms). Host names lowercase, IPv6 without brackets.
+pub(crate) fn is_host_port_name(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost") || host == "moat-host",
+    }
+}
+
+/// Names and addresses that mean the proxy's own machine or its link (host names lowercase, IPv6
+/// without brackets): the [`is_host_port_name`]s and every [`is_local_ip`].
 pub(crate) fn is_host_local(host: &str) -> bool {
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => is_local_ip(ip),
@@ -390,6 +407,59 @@ mod tests {
         }
     }
 
+    #[test]
+    fn host_ports_open_loopback_names_only_never_link_local_or_interface_addresses() {
+        let p = CompiledPolicy::compile(
+            &NetworkPolicy {
+                host_ports: vec![8080],
+                ..NetworkPolicy::default()
+            },
+            &[],
+        )
+        .unwrap();
+        for host in [
+            "localhost",
+            "moat-host",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert_eq!(p.check_host(host, 8080), Decision::Allow, "{host}");
+            assert_eq!(
+                p.check_host(host, 8081),
+                Decision::DenyHostService,
+                "{host}"
+            );
+        }
+        let own = interface_addresses()
+            .into_iter()
+            .filter(|ip| !ip.to_canonical().is_loopback())
+            .map(|ip| ip.to_string());
+        for host in [
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:169.254.169.254",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(own)
+        {
+            assert_eq!(
+                p.check_host(&host, 8080),
+                Decision::DenyLocalNetwork,
+                "{host}"
+            );
+            assert_eq!(
+                p.check_host(&host, 80),
+                Decision::DenyLocalNetwork,
+                "{host}"
+            );
+        }
+    }
+
     use super::*;
 
     fn policy(mode: PolicyMode, allow: &[&str], rules: &[(&str, &[&str])]) -> CompiledPolicy {
@@ -505,7 +575,6 @@ mod tests {
                 "127.0.0.1",
                 "127.9.9.9",
                 "::1",
-                "0.0.0.0",
             ] {
                 assert_eq!(
                     p.check_host(host, 5432),
