@@ -1156,3 +1156,114 @@ fn an_asterisk_form_target_is_refused_before_any_upstream_connection() {
     assert_eq!(seen[0].path, "/x");
     assert_eq!(seen[0].header("authorization"), Some("Bearer ghp_secret"));
 }
+
+/// Whether the proxy closed `tcp` (EOF or reset) within `wait`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A keep-alive proxy request on `tcp`; the status it gets.
+async fn proxy_get(tcp: &mut tokio::net::TcpStream, auth: Option<&str>, url: &str) -> u16 {
+    let host = url.split('/').nth(2).unwrap();
+    let mut request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(auth) = auth {
+        request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a response");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    // Read the rest of a small body, if any, so the next response starts clean.
+    if let Some(len) = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().to_owned())
+    }) {
+        let len: usize = len.parse().unwrap();
+        let have = head.len() - head.find("\r\n\r\n").unwrap() - 4;
+        let mut rest = vec![0u8; len.saturating_sub(have)];
+        tcp.read_exact(&mut rest).await.unwrap();
+    }
+    head[9..12].parse().unwrap()
+}
+
+#[test]
+fn unauthenticated_connections_are_bounded_in_number_and_lifetime() {
+    let upstream = StreamServer::start_plain();
+    let ca = TestCa::new();
+    let proxy = InProcess::start(
+        &ca,
+        "",
+        ProxyConfig {
+            max_unauthenticated: 4,
+            auth_timeout: Duration::from_millis(800),
+            ..ProxyConfig::default()
+        },
+    );
+    let (token, _) = proxy.register(
+        vec![],
+        NetworkPolicy {
+            host_ports: vec![upstream.port()],
+            ..NetworkPolicy::default()
+        },
+    );
+    let auth = basic_proxy_auth(token.as_str());
+    let url = format!("http://127.0.0.1:{}/echo", upstream.port());
+    proxy.runtime.block_on(async {
+        // An authenticated keep-alive connection takes no unauthenticated slot.
+        let mut authed = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(proxy_get(&mut authed, Some(&auth), &url).await, 200);
+
+        let started = Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+            // Each is served (a wrong-token 407 keeps it open) until the deadline.
+            assert_eq!(
+                proxy_get(&mut tcp, Some("Basic bW9hdDp3cm9uZw=="), &url).await,
+                407
+            );
+            idle.push(tcp);
+        }
+        // One more than the bound: closed at once.
+        for _ in 0..3 {
+            let mut extra = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+            assert!(
+                closed_within(&mut extra, Duration::from_millis(500)).await,
+                "a connection beyond the bound stays open"
+            );
+        }
+        // The held ones are closed at the deadline, not before...
+        for tcp in &mut idle {
+            let closed = closed_within(tcp, Duration::from_secs(5)).await;
+            assert!(
+                closed,
+                "an unauthenticated connection outlived its deadline"
+            );
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(700), "{elapsed:?}");
+        // ...which frees their slots: a new connection is served again.
+        let mut again = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(proxy_get(&mut again, Some(&auth), &url).await, 200);
+
+        // The authenticated connection outlives the deadline.
+        assert_eq!(proxy_get(&mut authed, Some(&auth), &url).await, 200);
+    });
+    assert_eq!(upstream.seen().len(), 3);
+}
