@@ -1047,6 +1047,8 @@ fn path_rules_match_the_normalised_path_and_cover_the_prefix_itself() {
             "/admin;a/x",
             "/admin;a",
             "/admin/x?y=1",
+            "/admin%2Fx",
+            "/x%2F..%2Fadmin%2Fx",
         ] {
             for method in ["GET", "POST"] {
                 let head = raw_h1(&proxy, &token, &format!("{method} {path} HTTP/1.1")).await;

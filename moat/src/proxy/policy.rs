@@ -8,7 +8,8 @@
 //! Path rules read `"<allow|deny> <METHOD|*> <glob>"`, globs as in `glob` (`*` within a segment,
 //! `**` across segments, `/p/**` covering `/p` itself; the query is ignored), matched against the
 //! normalised path (`glob::normalize`: `//`, `.`, `..`, `;params` and escaped unreserved characters
-//! resolved), not the raw one. The first matching rule of the first matching
+//! resolved), not the raw one; a deny rule also applies to the path read with `%2F`, `%5C` and `\`
+//! as `/` (allow rules do not: `group%2Fproject` stays one segment for them). The first matching rule of the first matching
 //! host entry wins. When none matches, the request is allowed, except under
 //! `strict` for a host that is reachable only because it has rules: there only what the rules
 //! allow passes.
@@ -220,16 +221,15 @@ impl CompiledPolicy {
             return Decision::Allow;
         };
         // Rules see the normalised path: `//admin`, `/./admin`, `/x/../admin`, `/%61dmin` and
-        // `/admin;a` are the same resource to most upstreams, so they meet the same rule.
-        let path = super::glob::normalize(path);
-        let path = path.as_str();
-        let matched = rules.iter().find(|rule| {
-            rule.method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && rule.glob.matches(path)
-        });
-        match matched.map(|rule| rule.action) {
+        // `/admin;a` are the same resource to most upstreams, so they meet the same rule. Some
+        // upstreams also read `%2F` and `\` as `/` (others, GitLab's `group%2Fproject`, do
+        // not): a deny rule that matches the path read that way denies it too.
+        let normal = super::glob::normalize(path);
+        let slashed = super::glob::normalize(&slashes_decoded(path));
+        if slashed != normal && matched_action(rules, method, &slashed) == Some(Action::Deny) {
+            return Decision::DenyPath;
+        }
+        match matched_action(rules, method, &normal) {
             Some(Action::Allow) => Decision::Allow,
             Some(Action::Deny) => Decision::DenyPath,
             // Under strict, a host reachable only through its rules allows only what they allow;
@@ -242,6 +242,29 @@ impl CompiledPolicy {
             None => Decision::Allow,
         }
     }
+}
+
+/// The action of the first of `rules` matching `method` and the normalised `path`.
+fn matched_action(rules: &[PathRule], method: &str, path: &str) -> Option<Action> {
+    rules
+        .iter()
+        .find(|rule| {
+            rule.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && rule.glob.matches(path)
+        })
+        .map(|rule| rule.action)
+}
+
+/// `path` (without its query) with `%2F`, `%5C` and `\\` as `/`.
+fn slashes_decoded(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%5C", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/")
 }
 
 /// What `host_ports` opens, exactly as `moat proxy --help` says: `localhost` (and
@@ -405,6 +428,40 @@ mod tests {
         ] {
             assert!(!is_host_local(host), "{host}");
         }
+    }
+
+    #[test]
+    fn rules_judge_the_normalised_path_and_encoded_slashes_both_ways() {
+        let p = policy(
+            PolicyMode::Strict,
+            &[],
+            &[(
+                "git.example.com",
+                &[
+                    "deny * /admin/**",
+                    "allow GET /projects/*",
+                    "allow GET /ok/**",
+                ],
+            )],
+        );
+        let check = |path: &str| p.check("git.example.com", 443, "GET", path);
+        for path in [
+            "/admin",
+            "//admin/x",
+            "/./admin/x",
+            "/x/../admin/x",
+            "/%61dmin/x",
+            "/admin;a/x",
+            "/admin%2Fx",
+            "/ok/..%2F..%2Fadmin%2Fx",
+            "/ok/..%5Cadmin",
+            "/ok\\..\\admin",
+        ] {
+            assert_eq!(check(path), Decision::DenyPath, "{path}");
+        }
+        // An encoded slash that no deny rule catches keeps its meaning (GitLab's project ids).
+        assert_eq!(check("/projects/group%2Fproject"), Decision::Allow);
+        assert_eq!(check("/ok/a%2Fb"), Decision::Allow);
     }
 
     #[test]
