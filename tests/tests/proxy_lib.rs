@@ -506,7 +506,6 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
             "[::1]",
             "[::ffff:127.0.0.1]",
             "[::ffff:7f00:1]",
-            "169.254.169.254",
         ] {
             let authority = format!("{authority}:{}", upstream.port());
             let (status, head, mut tcp) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
@@ -531,8 +530,79 @@ fn the_proxys_own_machine_is_reachable_only_on_listed_ports() {
     assert_eq!(response.status(), 407);
     assert_eq!(response.headers()["x-moat-blocked"], "host-service");
     assert!(upstream.seen().is_empty());
-    let lines = read_log(&log, 8, Duration::from_secs(30));
-    assert_eq!(lines.len(), 8);
+    let lines = read_log(&log, 7, Duration::from_secs(30));
+    assert_eq!(lines.len(), 7);
+}
+
+/// This machine's address on its default route, if it has one (no packet is sent).
+fn primary_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.255:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn host_ports_open_the_loopback_names_only_never_link_local_or_interface_addresses() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["127.0.0.1", "localhost"]);
+    let proxy = InProcess::start(&ca, "", ProxyConfig::default());
+    let port = upstream.port();
+    let (token, _) = proxy.register(
+        vec![],
+        NetworkPolicy {
+            host_ports: vec![port],
+            ..NetworkPolicy::default()
+        },
+    );
+    let auth = basic_proxy_auth(token.as_str());
+    let mut closed = vec![
+        "169.254.169.254".to_owned(),
+        "[fe80::1]".to_owned(),
+        "0.0.0.0".to_owned(),
+        "[::ffff:169.254.169.254]".to_owned(),
+    ];
+    closed.extend(primary_address().map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }));
+    proxy.runtime.block_on(async {
+        for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"] {
+            let authority = format!("{host}:{port}");
+            let (status, head, _) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{authority}: {head}");
+        }
+        for host in &closed {
+            for port in [port, 80] {
+                let authority = format!("{host}:{port}");
+                let (status, head, mut tcp) = connect_tunnel(proxy.addr(), Some(&auth), &authority)
+                    .await
+                    .unwrap();
+                assert_eq!(status, 407, "{authority}: {head}");
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains("x-moat-blocked: local-network"),
+                    "{authority}: {head}"
+                );
+                let mut body = vec![0u8; 1024];
+                let n = tcp.read(&mut body).await.unwrap();
+                let body = String::from_utf8_lossy(&body[..n]);
+                assert!(body.contains("never open"), "{authority}: {body}");
+                assert!(!body.contains("--host-port"), "{authority}: {body}");
+            }
+        }
+    });
+    // Plain http:// too.
+    let response = proxy
+        .client(&token)
+        .get(format!("http://169.254.169.254:{port}/"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 407);
+    assert_eq!(response.headers()["x-moat-blocked"], "local-network");
+    assert!(upstream.seen().is_empty());
 }
 
 #[test]
@@ -1046,6 +1116,93 @@ fn an_upstream_echoing_a_credential_in_any_form_in_response_headers_hands_none_o
     );
 }
 
+/// One raw HTTP/1.1 request through a fresh tunnel to `api.github.com:443`; the response head.
+async fn raw_h1(proxy: &InProcess, token: &RunToken, request_line: &str) -> String {
+    let roots = roots_from_pem(&proxy.ca_pem);
+    let mut tls = tls_through_proxy(
+        proxy.addr(),
+        token.as_str(),
+        "api.github.com:443",
+        "api.github.com",
+        client_tls(roots, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(
+        format!("{request_line}\r\nHost: api.github.com\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.ok();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn path_rules_match_the_normalised_path_and_cover_the_prefix_itself() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.github.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.github.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.github.com",
+            "authorization",
+            "Bearer ghp_secret",
+            "github",
+        )])],
+        NetworkPolicy {
+            rules: vec![moat::proxy::HostRules {
+                host: "api.github.com".into(),
+                rules: vec!["deny * /admin/**".into()],
+            }],
+            ..NetworkPolicy::default()
+        },
+    );
+    proxy.runtime.block_on(async {
+        for path in [
+            "/admin",
+            "/admin/",
+            "/admin/x",
+            "//admin/x",
+            "/./admin/x",
+            "/x/../admin/x",
+            "/%61dmin/x",
+            "/%2e%2e/admin/x",
+            "/admin;a/x",
+            "/admin;a",
+            "/admin/x?y=1",
+            "/admin%2Fx",
+            "/x%2F..%2Fadmin%2Fx",
+        ] {
+            for method in ["GET", "POST"] {
+                let head = raw_h1(&proxy, &token, &format!("{method} {path} HTTP/1.1")).await;
+                assert!(head.starts_with("HTTP/1.1 407"), "{method} {path}: {head}");
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains("x-moat-blocked: request-rule"),
+                    "{method} {path}: {head}"
+                );
+            }
+        }
+        assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+        // Neighbours of the denied prefix still pass, with the credential.
+        for path in ["/administrator", "/x/admin/y", "/adminx/y"] {
+            let head = raw_h1(&proxy, &token, &format!("GET {path} HTTP/1.1")).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        }
+    });
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.header("authorization") == Some("Bearer ghp_secret"))
+    );
+}
+
 #[test]
 fn refusals_before_the_pipeline_are_in_the_request_log_without_the_token() {
     let ca = TestCa::new();
@@ -1134,4 +1291,199 @@ fn refusals_before_the_pipeline_are_in_the_request_log_without_the_token() {
         "{text}"
     );
     assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn an_asterisk_form_target_is_refused_before_any_upstream_connection() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.github.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.github.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _) = proxy.register(
+        vec![rules(vec![credential(
+            "api.github.com",
+            "authorization",
+            "Bearer ghp_secret",
+            "github",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let roots = roots_from_pem(&proxy.ca_pem);
+    proxy.runtime.block_on(async {
+        // HTTP/1.1: `OPTIONS *`.
+        let head = raw_h1(&proxy, &token, "OPTIONS * HTTP/1.1").await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+        assert!(head.contains("origin-form"), "moat's own refusal: {head}");
+
+        // HTTP/2: a `:path` of `*`.
+        let tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.github.com:443",
+            "api.github.com",
+            client_tls(roots.clone(), &[b"h2"]),
+        )
+        .await
+        .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let uri = hyper::Uri::from_parts({
+            let mut parts = hyper::http::uri::Parts::default();
+            parts.scheme = Some(hyper::http::uri::Scheme::HTTPS);
+            parts.authority = Some("api.github.com".parse().unwrap());
+            parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("*"));
+            parts
+        })
+        .unwrap();
+        let request = hyper::Request::builder()
+            .method("OPTIONS")
+            .uri(uri)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("origin-form"),
+            "moat's own refusal: {body:?}"
+        );
+        // The same connection still serves an origin-form request, with the credential.
+        let request = hyper::Request::builder()
+            .method("OPTIONS")
+            .uri("https://api.github.com/x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    let seen = upstream.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the origin-form request went on: {seen:?}"
+    );
+    assert_eq!(seen[0].path, "/x");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer ghp_secret"));
+}
+
+/// Whether the proxy closed `tcp` (EOF or reset) within `wait`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A keep-alive proxy request on `tcp`; the status it gets.
+async fn proxy_get(tcp: &mut tokio::net::TcpStream, auth: Option<&str>, url: &str) -> u16 {
+    let host = url.split('/').nth(2).unwrap();
+    let mut request = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(auth) = auth {
+        request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a response");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    // Read the rest of a small body, if any, so the next response starts clean.
+    if let Some(len) = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().to_owned())
+    }) {
+        let len: usize = len.parse().unwrap();
+        let have = head.len() - head.find("\r\n\r\n").unwrap() - 4;
+        let mut rest = vec![0u8; len.saturating_sub(have)];
+        tcp.read_exact(&mut rest).await.unwrap();
+    }
+    head[9..12].parse().unwrap()
+}
+
+#[test]
+fn unauthenticated_connections_are_bounded_in_number_and_lifetime() {
+    let upstream = StreamServer::start_plain();
+    let ca = TestCa::new();
+    let proxy = InProcess::start(
+        &ca,
+        "",
+        ProxyConfig {
+            max_unauthenticated: 4,
+            auth_timeout: Duration::from_millis(800),
+            ..ProxyConfig::default()
+        },
+    );
+    let (token, _) = proxy.register(
+        vec![],
+        NetworkPolicy {
+            host_ports: vec![upstream.port()],
+            ..NetworkPolicy::default()
+        },
+    );
+    let auth = basic_proxy_auth(token.as_str());
+    let url = format!("http://127.0.0.1:{}/echo", upstream.port());
+    proxy.runtime.block_on(async {
+        // An authenticated keep-alive connection takes no unauthenticated slot.
+        let mut authed = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(proxy_get(&mut authed, Some(&auth), &url).await, 200);
+
+        let started = Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+            // Each is served (a wrong-token 407 keeps it open) until the deadline.
+            assert_eq!(
+                proxy_get(&mut tcp, Some("Basic bW9hdDp3cm9uZw=="), &url).await,
+                407
+            );
+            idle.push(tcp);
+        }
+        // One more than the bound: closed at once.
+        for _ in 0..3 {
+            let mut extra = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+            assert!(
+                closed_within(&mut extra, Duration::from_millis(500)).await,
+                "a connection beyond the bound stays open"
+            );
+        }
+        // The held ones are closed at the deadline, not before...
+        for tcp in &mut idle {
+            let closed = closed_within(tcp, Duration::from_secs(5)).await;
+            assert!(
+                closed,
+                "an unauthenticated connection outlived its deadline"
+            );
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(700), "{elapsed:?}");
+        // ...which frees their slots: a new connection is served again.
+        let mut again = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(proxy_get(&mut again, Some(&auth), &url).await, 200);
+
+        // The authenticated connection outlives the deadline.
+        assert_eq!(proxy_get(&mut authed, Some(&auth), &url).await, 200);
+    });
+    assert_eq!(upstream.seen().len(), 3);
 }

@@ -26,7 +26,8 @@ Upstream trust: the system's roots, plus the PEM file named by MOAT_EXTRA_CA_CER
 Upstream addresses: DNS, unless MOAT_PROXY_RESOLVE maps host:port to another address, like
 curl's --resolve: MOAT_PROXY_RESOLVE='api.github.com:443:127.0.0.1:8443,...'.
 Services on this machine (localhost, 127.0.0.1, ::1, moat-host) are refused unless --host-port
-lists their port. Credentials are never added to cleartext http:// requests.
+lists their port; link-local addresses (169.254.0.0/16 and fe80::/10, where cloud metadata
+answers), 0.0.0.0 and the machine's other interface addresses are always refused. Credentials are never added to cleartext http:// requests.
 A refused request gets a 407 whose body says how to allow it; since clients often hide it, each
 refused host and reason is also printed once on stderr with the --allow, --rule or --host-port
 that would allow it. Listening on a non-loopback address (--listen 0.0.0.0:0) lets other machines

@@ -24,25 +24,31 @@ pub enum BlockReason {
     HostService,
     /// A method and path rule (or the strict default for a host known only by its rules).
     RequestRule,
+    /// A link-local address (where cloud metadata services answer), the unspecified address or
+    /// one of this machine's interface addresses: closed to the container, with no flag that
+    /// opens it (`--host-port` opens the loopback names only).
+    LocalNetwork,
 }
 
 impl BlockReason {
-    /// `host-not-allowed`, `host-service` or `request-rule`.
+    /// `host-not-allowed`, `host-service`, `request-rule` or `local-network`.
     pub fn as_str(self) -> &'static str {
         match self {
             BlockReason::HostNotAllowed => "host-not-allowed",
             BlockReason::HostService => "host-service",
             BlockReason::RequestRule => "request-rule",
+            BlockReason::LocalNetwork => "local-network",
         }
     }
 
     /// The moat.yaml key that would allow it: `network.allow`, `network.host_ports` or
-    /// `network.rules`.
+    /// `network.rules`; `none` for [`BlockReason::LocalNetwork`], which nothing allows.
     pub fn config_key(self) -> &'static str {
         match self {
             BlockReason::HostNotAllowed => "network.allow",
             BlockReason::HostService => "network.host_ports",
             BlockReason::RequestRule => "network.rules",
+            BlockReason::LocalNetwork => "none",
         }
     }
 
@@ -52,6 +58,7 @@ impl BlockReason {
             Decision::DenyHost => Some(BlockReason::HostNotAllowed),
             Decision::DenyHostService => Some(BlockReason::HostService),
             Decision::DenyPath => Some(BlockReason::RequestRule),
+            Decision::DenyLocalNetwork => Some(BlockReason::LocalNetwork),
         }
     }
 }
@@ -62,6 +69,9 @@ impl fmt::Display for BlockReason {
             BlockReason::HostNotAllowed => "the host is not in the allow list",
             BlockReason::HostService => "a service on this machine, on a port not opened",
             BlockReason::RequestRule => "a network rule denies it",
+            BlockReason::LocalNetwork => {
+                "a link-local (cloud metadata) or this machine's network address, never open"
+            }
         })
     }
 }
@@ -107,6 +117,7 @@ impl Blocked {
         let allow_with = match reason {
             BlockReason::HostNotAllowed => format!("--allow {host_pattern}"),
             BlockReason::HostService => format!("--host-port {port}"),
+            BlockReason::LocalNetwork => String::new(),
             BlockReason::RequestRule => format!(
                 "--rule {}",
                 shell_quote(&format!("{host_pattern} allow {method} {path}"))
@@ -150,6 +161,12 @@ impl Blocked {
                 "Moat: request blocked by network policy.\nHost: {host}\nRequest: {method} \
                  {path}\nTo allow it, add a rule to {key} in moat.yaml or pass {allow_with}.\n"
             ),
+            BlockReason::LocalNetwork => format!(
+                "Moat: request blocked by network policy.\nHost \"{host}\" is a link-local \
+                 address (where cloud metadata services answer), the unspecified address or \
+                 one of this machine's network addresses, on port {port}; it is never open to \
+                 the container, and no setting opens it.\n"
+            ),
         }
     }
 }
@@ -160,6 +177,9 @@ impl fmt::Display for Blocked {
             "CONNECT" => format!("CONNECT {}:{}", self.host, self.port),
             method => format!("{method} {}{}", self.host, self.path),
         };
+        if self.allow_with.is_empty() {
+            return write!(f, "blocked {what}: {}", self.reason);
+        }
         write!(
             f,
             "blocked {what}: {}; to allow it: {} (moat.yaml: {})",

@@ -1,7 +1,12 @@
 //! Path globs, as network rules and response replacements write them: `*` matches within one
-//! segment, `**` any number of segments (a trailing `/**` needs at least the slash: `/p/**` does
-//! not match `/p`, `/**` matches everything). A glob starts with `/`; it is matched against a path
+//! segment, `**` any number of segments. A trailing `/**` also matches the path without it:
+//! `/p/**` matches `/p`, `/p/` and everything below `/p` (not `/px`), so `deny * /admin/**` covers
+//! `/admin` itself; `/**` matches everything. A glob starts with `/`; it is matched against a path
 //! without its query.
+//!
+//! Network rules match the [`normalize`]d path, so that a spelling the upstream reads as the same
+//! resource (`//admin`, `/./admin`, `/x/../admin`, `/%61dmin`, `/admin;a`) cannot walk past a
+//! rule.
 
 /// A parsed glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +38,9 @@ fn match_segments(glob: &[String], path: &[&str]) -> bool {
         None => path.is_empty(),
         Some((first, rest)) if first == "**" => {
             if rest.is_empty() {
-                // A trailing `**` needs at least one (possibly empty) segment: `/p/**` matches
-                // `/p/` and below, not `/p`.
-                return !path.is_empty();
+                // A trailing `**` matches any number of segments, none included: `/p/**` matches
+                // `/p`, `/p/` and below.
+                return true;
             }
             (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
         }
@@ -46,6 +51,66 @@ fn match_segments(glob: &[String], path: &[&str]) -> bool {
             None => false,
         },
     }
+}
+
+/// The path a rule is matched against: the path without its query or fragment, with
+/// percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) decoded, `;params` cut off each
+/// segment (servers such as Tomcat and Spring drop them), empty segments (`//`) dropped, and `.`
+/// and `..` resolved (`..` above the root stays at the root). Other escapes (`%2F` included) stay
+/// as written, their hex in upper case. A trailing slash is kept: `/p/` stays `/p/`.
+pub(crate) fn normalize(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+    let mut out: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let segment = decode_unreserved(raw);
+        let segment = segment.split(';').next().unwrap_or("");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            other => out.push(other.to_owned()),
+        }
+    }
+    let mut normal = String::with_capacity(path.len() + 1);
+    for segment in &out {
+        normal.push('/');
+        normal.push_str(segment);
+    }
+    if trailing || out.is_empty() {
+        normal.push('/');
+    }
+    normal
+}
+
+/// Decodes `%XX` escapes of unreserved characters; other escapes are kept, in upper case.
+fn decode_unreserved(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let byte = (h * 16 + l) as u8;
+                if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                    out.push(byte as char);
+                } else {
+                    out.push('%');
+                    out.push(bytes[i + 1].to_ascii_uppercase() as char);
+                    out.push(bytes[i + 2].to_ascii_uppercase() as char);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        // Copy one whole character (the path may hold raw UTF-8).
+        let width = segment[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&segment[i..i + width]);
+        i += width;
+    }
+    out
 }
 
 /// `*` within a segment matches any run of characters (not `/`).
@@ -73,7 +138,7 @@ mod tests {
         assert!(g("/**", "/a/b/c"));
         assert!(g("/p/**", "/p/"));
         assert!(g("/p/**", "/p/x/y"));
-        assert!(!g("/p/**", "/p"));
+        assert!(g("/p/**", "/p"));
         assert!(!g("/p/**", "/px"));
         assert!(g("/repos/*/issues", "/repos/octo/issues"));
         assert!(!g("/repos/*/issues", "/repos/a/b/issues"));
@@ -83,6 +148,32 @@ mod tests {
         assert!(!g("/*.git/**", "/repo/info/refs"));
         assert!(g("/exact", "/exact"));
         assert!(!g("/exact", "/exact/"));
+    }
+
+    #[test]
+    fn paths_are_normalized_before_rules_see_them() {
+        for path in [
+            "/admin/x",
+            "//admin/x",
+            "/./admin/x",
+            "/x/../admin/x",
+            "/%61dmin/x",
+            "/admin;a/x",
+            "/admin;a=b/./x;y",
+            "/%2e%2e/admin/x",
+            "/../admin/x",
+            "/admin/x?q=/y",
+        ] {
+            assert_eq!(normalize(path), "/admin/x", "{path}");
+        }
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("/.."), "/");
+        assert_eq!(normalize("/p/"), "/p/");
+        assert_eq!(normalize("/p/x/.."), "/p/");
+        assert_eq!(normalize("/a%2fb"), "/a%2Fb");
+        assert_eq!(normalize("/a%2"), "/a%2");
+        assert_eq!(normalize("/é%"), "/é%");
     }
 
     #[test]

@@ -11,10 +11,17 @@
 //! idle keep-alive connections), a tunnel's TLS handshake within
 //! [`ProxyConfig::handshake_timeout`]; request heads are limited to
 //! [`ProxyConfig::max_header_bytes`] (`431` beyond).
+//!
+//! Unauthenticated connections (no valid proxy token presented yet) are bounded: at most
+//! [`ProxyConfig::max_unauthenticated`] at once (a connection beyond that is closed as soon as it
+//! is accepted), and each must present a valid token within [`ProxyConfig::auth_timeout`] of
+//! being accepted or is closed, whatever it sends meanwhile (wrong-token `407`s included). A
+//! connection that has presented a valid token leaves the count and the deadline.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -23,7 +30,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::auth::authenticate;
 use super::body::ProxyBody;
@@ -44,6 +51,11 @@ pub struct ProxyConfig {
     pub header_timeout: Duration,
     /// The largest request head accepted.
     pub max_header_bytes: usize,
+    /// How many connections may be open at once without having presented a valid proxy token;
+    /// more are closed on accept.
+    pub max_unauthenticated: usize,
+    /// How long a connection has, from accept, to present a valid proxy token.
+    pub auth_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -52,6 +64,8 @@ impl Default for ProxyConfig {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            max_unauthenticated: 256,
+            auth_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -62,6 +76,8 @@ pub(crate) struct Shared {
     pub upstream: Upstream,
     pub config: ProxyConfig,
     pub stop: watch::Receiver<bool>,
+    /// One permit per connection that has not presented a valid token yet.
+    pub unauthenticated: Arc<Semaphore>,
 }
 
 /// The proxy, ready to serve.
@@ -102,6 +118,7 @@ impl Proxy {
             registry: self.registry,
             ca: self.ca,
             upstream: self.upstream,
+            unauthenticated: Arc::new(Semaphore::new(self.config.max_unauthenticated)),
             config: self.config,
             stop,
         });
@@ -150,13 +167,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    let Ok(permit) = Arc::clone(&shared.unauthenticated).try_acquire_owned()
+                    else {
+                        tracing::debug!(%peer, "proxy connection closed: too many unauthenticated");
+                        drop(tcp);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
                         let mut stop = shared.stop.clone();
+                        let auth = Arc::new(ConnectionAuth::new(permit));
+                        let deadline = shared.config.auth_timeout;
                         tokio::select! {
-                            _ = serve_client(Arc::clone(&shared), tcp, peer) => {}
+                            _ = serve_client(Arc::clone(&shared), tcp, peer, Arc::clone(&auth)) => {}
                             _ = stop.changed() => {}
+                            _ = auth.expired(deadline) => {
+                                tracing::debug!(%peer, "proxy connection closed: no valid token in time");
+                            }
                         }
                     });
                 }
@@ -170,12 +198,52 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Whether a connection has presented a valid proxy token; until it has, it holds one of the
+/// [`Shared::unauthenticated`] permits.
+struct ConnectionAuth {
+    authenticated: AtomicBool,
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl ConnectionAuth {
+    fn new(permit: OwnedSemaphorePermit) -> ConnectionAuth {
+        ConnectionAuth {
+            authenticated: AtomicBool::new(false),
+            permit: std::sync::Mutex::new(Some(permit)),
+        }
+    }
+
+    /// A valid token arrived: the connection leaves the count and the deadline.
+    fn authenticated(&self) {
+        self.authenticated.store(true, Ordering::SeqCst);
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Resolves `deadline` after it is called unless a valid token arrived by then (then never).
+    async fn expired(&self, deadline: Duration) {
+        tokio::time::sleep(deadline).await;
+        if self.authenticated.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// One client connection to the proxy port.
-async fn serve_client(shared: Arc<Shared>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+async fn serve_client(
+    shared: Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    auth: Arc<ConnectionAuth>,
+) {
     let service = service_fn({
         let shared = Arc::clone(&shared);
-        move |request| {
+        move |request: Request<Incoming>| {
             let shared = Arc::clone(&shared);
+            if !auth.authenticated.load(Ordering::SeqCst)
+                && authenticate(&shared.registry, request.headers()).is_ok()
+            {
+                auth.authenticated();
+            }
             async move { Ok::<_, Infallible>(proxy_request(shared, request).await) }
         }
     });

@@ -178,6 +178,18 @@ pub(crate) async fn handle(
         req_capture: None,
     };
 
+    // Only origin-form paths go on. The asterisk form (`OPTIONS *`, h1 or an h2 `:path` of `*`)
+    // would make the upstream URL `https://host*`, a host name of its own that would reach the
+    // system resolver with the credential attached; it is refused before policy, injection or any
+    // connection.
+    if !path.starts_with('/') {
+        let response = text(
+            StatusCode::BAD_REQUEST,
+            "moat proxy: only origin-form request targets (a path starting with /) are forwarded; \
+             \"*\" and other forms are refused.\n",
+        );
+        return pending.respond(response, Some("request target is not a path".into()));
+    }
     if let Err((response, reason)) =
         check_policy(run, &state, &target, &request, &path, &mut pending)
     {

@@ -6,7 +6,10 @@
 //!
 //! Host patterns are those of `host`; a pattern without a port matches only ports 80 and 443.
 //! Path rules read `"<allow|deny> <METHOD|*> <glob>"`, globs as in `glob` (`*` within a segment,
-//! `**` across segments; the query is ignored). The first matching rule of the first matching
+//! `**` across segments, `/p/**` covering `/p` itself; the query is ignored), matched against the
+//! normalised path (`glob::normalize`: `//`, `.`, `..`, `;params` and escaped unreserved characters
+//! resolved), not the raw one; a deny rule also applies to the path read with `%2F`, `%5C` and `\`
+//! as `/` (allow rules do not: `group%2Fproject` stays one segment for them). The first matching rule of the first matching
 //! host entry wins. When none matches, the request is allowed, except under
 //! `strict` for a host that is reachable only because it has rules: there only what the rules
 //! allow passes.
@@ -104,6 +107,9 @@ pub(crate) enum Decision {
     DenyHost,
     /// A service on the proxy's machine, on a port not in `host_ports`.
     DenyHostService,
+    /// A link-local address (cloud metadata), the unspecified address or one of the machine's
+    /// own interface addresses: never reachable, whatever `host_ports` lists.
+    DenyLocalNetwork,
     /// A rule (or the strict default) denies this method and path.
     DenyPath,
 }
@@ -170,13 +176,17 @@ impl CompiledPolicy {
     /// May the container reach `host:port` at all (the CONNECT check)? `Allow`, `DenyHost` or
     /// `DenyHostService`.
     pub fn check_host(&self, host: &str, port: u16) -> Decision {
-        if is_host_local(host) {
+        if is_host_port_name(host) {
             // Listed ports are open under either mode; nothing else on this machine is.
             if self.host_ports.contains(&port) {
                 Decision::Allow
             } else {
                 Decision::DenyHostService
             }
+        } else if is_host_local(host) {
+            // `host_ports` opens the loopback names only: link-local (cloud metadata), `0.0.0.0`
+            // and the machine's interface addresses stay closed.
+            Decision::DenyLocalNetwork
         } else if self.host_allowed(host, port) {
             Decision::Allow
         } else {
@@ -210,14 +220,16 @@ impl CompiledPolicy {
         else {
             return Decision::Allow;
         };
-        let path = path.split(['?', '#']).next().unwrap_or("/");
-        let matched = rules.iter().find(|rule| {
-            rule.method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && rule.glob.matches(path)
-        });
-        match matched.map(|rule| rule.action) {
+        // Rules see the normalised path: `//admin`, `/./admin`, `/x/../admin`, `/%61dmin` and
+        // `/admin;a` are the same resource to most upstreams, so they meet the same rule. Some
+        // upstreams also read `%2F` and `\` as `/` (others, GitLab's `group%2Fproject`, do
+        // not): a deny rule that matches the path read that way denies it too.
+        let normal = super::glob::normalize(path);
+        let slashed = super::glob::normalize(&slashes_decoded(path));
+        if slashed != normal && matched_action(rules, method, &slashed) == Some(Action::Deny) {
+            return Decision::DenyPath;
+        }
+        match matched_action(rules, method, &normal) {
             Some(Action::Allow) => Decision::Allow,
             Some(Action::Deny) => Decision::DenyPath,
             // Under strict, a host reachable only through its rules allows only what they allow;
@@ -232,8 +244,41 @@ impl CompiledPolicy {
     }
 }
 
-/// Names and addresses that mean the proxy's own machine (host names lowercase, IPv6 without
-/// brackets).
+/// The action of the first of `rules` matching `method` and the normalised `path`.
+fn matched_action(rules: &[PathRule], method: &str, path: &str) -> Option<Action> {
+    rules
+        .iter()
+        .find(|rule| {
+            rule.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && rule.glob.matches(path)
+        })
+        .map(|rule| rule.action)
+}
+
+/// `path` (without its query) with `%2F`, `%5C` and `\\` as `/`.
+fn slashes_decoded(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%5C", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/")
+}
+
+/// What `host_ports` opens, exactly as `moat proxy --help` says: `localhost` (and
+/// `*.localhost`), `moat-host` and the loopback addresses (`127.0.0.0/8`, `::1`, their
+/// IPv4-mapped forms). Host names lowercase, IPv6 without brackets.
+pub(crate) fn is_host_port_name(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost") || host == "moat-host",
+    }
+}
+
+/// Names and addresses that mean the proxy's own machine or its link (host names lowercase, IPv6
+/// without brackets): the [`is_host_port_name`]s and every [`is_local_ip`].
 pub(crate) fn is_host_local(host: &str) -> bool {
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => is_local_ip(ip),
@@ -385,6 +430,93 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rules_judge_the_normalised_path_and_encoded_slashes_both_ways() {
+        let p = policy(
+            PolicyMode::Strict,
+            &[],
+            &[(
+                "git.example.com",
+                &[
+                    "deny * /admin/**",
+                    "allow GET /projects/*",
+                    "allow GET /ok/**",
+                ],
+            )],
+        );
+        let check = |path: &str| p.check("git.example.com", 443, "GET", path);
+        for path in [
+            "/admin",
+            "//admin/x",
+            "/./admin/x",
+            "/x/../admin/x",
+            "/%61dmin/x",
+            "/admin;a/x",
+            "/admin%2Fx",
+            "/ok/..%2F..%2Fadmin%2Fx",
+            "/ok/..%5Cadmin",
+            "/ok\\..\\admin",
+        ] {
+            assert_eq!(check(path), Decision::DenyPath, "{path}");
+        }
+        // An encoded slash that no deny rule catches keeps its meaning (GitLab's project ids).
+        assert_eq!(check("/projects/group%2Fproject"), Decision::Allow);
+        assert_eq!(check("/ok/a%2Fb"), Decision::Allow);
+    }
+
+    #[test]
+    fn host_ports_open_loopback_names_only_never_link_local_or_interface_addresses() {
+        let p = CompiledPolicy::compile(
+            &NetworkPolicy {
+                host_ports: vec![8080],
+                ..NetworkPolicy::default()
+            },
+            &[],
+        )
+        .unwrap();
+        for host in [
+            "localhost",
+            "moat-host",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert_eq!(p.check_host(host, 8080), Decision::Allow, "{host}");
+            assert_eq!(
+                p.check_host(host, 8081),
+                Decision::DenyHostService,
+                "{host}"
+            );
+        }
+        let own = interface_addresses()
+            .into_iter()
+            .filter(|ip| !ip.to_canonical().is_loopback())
+            .map(|ip| ip.to_string());
+        for host in [
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:169.254.169.254",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(own)
+        {
+            assert_eq!(
+                p.check_host(&host, 8080),
+                Decision::DenyLocalNetwork,
+                "{host}"
+            );
+            assert_eq!(
+                p.check_host(&host, 80),
+                Decision::DenyLocalNetwork,
+                "{host}"
+            );
+        }
+    }
+
     use super::*;
 
     fn policy(mode: PolicyMode, allow: &[&str], rules: &[(&str, &[&str])]) -> CompiledPolicy {
@@ -500,7 +632,6 @@ mod tests {
                 "127.0.0.1",
                 "127.9.9.9",
                 "::1",
-                "0.0.0.0",
             ] {
                 assert_eq!(
                     p.check_host(host, 5432),
