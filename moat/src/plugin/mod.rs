@@ -225,26 +225,9 @@ impl Plugins {
                 init,
                 config.timeouts,
             ));
-            let source = ProviderSource::Plugin {
-                path: candidate.path.clone(),
-            };
-            match registry.register(provider.clone(), source) {
-                Ok(()) => providers.push(provider),
-                Err(RegistryError::NameTaken {
-                    taken_by,
-                    holder_source,
-                    ..
-                }) => warnings.push(PluginWarning::Hidden {
-                    path: candidate.path,
-                    by: taken_by,
-                    source: source_kind(&holder_source).to_string(),
-                }),
-                Err(RegistryError::InvalidName(reason)) => {
-                    warnings.push(PluginWarning::InvalidName {
-                        path: candidate.path,
-                        reason,
-                    });
-                }
+            match register(registry, provider.clone(), candidate.path) {
+                None => providers.push(provider),
+                Some(warning) => warnings.push(warning),
             }
         }
         failed.sort_by(|a, b| a.path().cmp(b.path()));
@@ -329,27 +312,7 @@ impl Plugins {
         let mut providers = Vec::new();
         if let Some(provider) = provider {
             let provider = Arc::new(provider);
-            let source = ProviderSource::Plugin {
-                path: candidate.path.clone(),
-            };
-            match registry.register(provider.clone(), source) {
-                Ok(()) => {}
-                Err(RegistryError::NameTaken {
-                    taken_by,
-                    holder_source,
-                    ..
-                }) => warnings.push(PluginWarning::Hidden {
-                    path: candidate.path,
-                    by: taken_by,
-                    source: source_kind(&holder_source).to_string(),
-                }),
-                Err(RegistryError::InvalidName(reason)) => {
-                    warnings.push(PluginWarning::InvalidName {
-                        path: candidate.path,
-                        reason,
-                    });
-                }
-            }
+            warnings.extend(register(registry, provider.clone(), candidate.path));
             // Started or not, it is shut down with the others.
             providers.push(provider);
         }
@@ -377,6 +340,30 @@ impl Plugins {
             stopping.spawn(async move { provider.shutdown().await });
         }
         while stopping.join_next().await.is_some() {}
+    }
+}
+
+/// Registers a plugin's provider; a name already taken (or not valid) is a warning, not an error.
+fn register(
+    registry: &mut Registry,
+    provider: Arc<PluginProvider>,
+    path: PathBuf,
+) -> Option<PluginWarning> {
+    let source = ProviderSource::Plugin { path: path.clone() };
+    match registry.register(provider, source) {
+        Ok(()) => None,
+        Err(RegistryError::NameTaken {
+            taken_by,
+            holder_source,
+            ..
+        }) => Some(PluginWarning::Hidden {
+            path,
+            by: taken_by,
+            source: source_kind(&holder_source).to_string(),
+        }),
+        Err(RegistryError::InvalidName(reason)) => {
+            Some(PluginWarning::InvalidName { path, reason })
+        }
     }
 }
 
