@@ -740,11 +740,26 @@ impl Manager {
             }
         }
         phases.mark("hooks");
-        if let Some(container) = acquired.container.take()
-            && let Err(err) = self.runtime.remove(&container).await
-        {
-            self.reporter
-                .warn(&format!("cannot remove container {container}: {err}"));
+        if let Some(container) = acquired.container.take() {
+            match self.runtime.remove(&container).await {
+                // The audit log that recorded the container's creation records its end too.
+                Ok(()) => {
+                    if let Some(audit) = acquired.audit.as_ref() {
+                        let image = acquired.meta.as_ref().and_then(|m| m.image.clone());
+                        audit_append(
+                            audit,
+                            &AuditEvent::Container {
+                                action: "removed".into(),
+                                id: container.0.clone(),
+                                image: image.unwrap_or_default(),
+                            },
+                        );
+                    }
+                }
+                Err(err) => self
+                    .reporter
+                    .warn(&format!("cannot remove container {container}: {err}")),
+            }
         }
         phases.mark("remove");
         if let Some(proxy) = acquired.proxy.take() {
