@@ -129,12 +129,66 @@ pub struct ContainerConfig {
 }
 
 /// A command an agent adds to the CLI (`moat claude`), declared as data; the core builds it.
+///
+/// moat turns it into a subcommand `moat <name> [PATH] [OPTIONS] [-- ARGS...]`: a run of the
+/// workspace `PATH` (default `.`) whose container command is [`argv`](Self::argv), then the words
+/// of each option given, then `ARGS`. The run's image gets [`dependencies`](Self::dependencies),
+/// its network policy allows [`hosts`](Self::hosts) even when strict, and when the user names no
+/// grant the first of [`grants`](Self::grants) that is stored is used. Nothing else about the
+/// agent is known to the CLI: a plugin declaring a command gets the same `moat <name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentCommand {
-    /// Subcommand name.
+    /// Subcommand name (a provider name: lowercase letters, digits and `-`).
     pub name: String,
     /// One-line help.
     pub about: String,
-    /// The program run in the container, before the user's arguments.
+    /// The program run in the container, before the options' words and the user's arguments.
     pub argv: Vec<String>,
+    /// The command's own options (`-p PROMPT`), each adding words to the command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<AgentOption>,
+    /// What the agent's image needs besides the base image, as `moat.yaml` `dependencies:`
+    /// entries (`node`, `git`, `npm:<package>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+    /// Hosts the agent must reach (`api.example.com`, `*.example.com`), allowed under the strict
+    /// network policy too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Grants the agent can use, in order of preference: when the user names none of them, the
+    /// first one with a stored credential is added to the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
+}
+
+/// One option of an [`AgentCommand`] (`-p, --prompt <PROMPT>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentOption {
+    /// Long name, without the dashes (`prompt`).
+    pub long: String,
+    /// Short name, one ASCII letter (`p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short: Option<char>,
+    /// One-line help.
+    pub help: String,
+    /// The value's name in the help (`PROMPT`); absent, the option is a flag without a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_name: Option<String>,
+    /// The words added to the container's command line when the option is given; the word
+    /// `{value}` is replaced by the option's value (`["-p", "{value}"]`).
+    pub argv: Vec<String>,
+    /// Given, the run is not interactive (a one-shot prompt rather than a session).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub batch: bool,
+    /// Long names of the options this one cannot be combined with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts_with: Vec<String>,
+    /// The value names a moat run (name or id), and `{value}` becomes that run's `provider_meta`
+    /// entry with this key (`--resume <run>` → the agent's session id recorded by `run_stopped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_meta: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }

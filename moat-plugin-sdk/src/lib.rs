@@ -85,8 +85,8 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use container::{
-    AgentCommand, CleanupToken, ContainerConfig, ContainerFiles, EnvVar, InitFile, McpServer,
-    Mount, MountsRequest, PrepareOpts,
+    AgentCommand, AgentOption, CleanupToken, ContainerConfig, ContainerFiles, EnvVar, InitFile,
+    McpServer, Mount, MountsRequest, PrepareOpts,
 };
 pub use credential::{Credential, META_TOKEN_SOURCE};
 pub use endpoint::{EndpointDecl, EndpointRequest, EndpointResponse, Refreshed, RunStoppedContext};

@@ -38,6 +38,7 @@ pub struct MockProvider {
     rules: Option<ProxyRules>,
     env: Vec<EnvVar>,
     files: ContainerFiles,
+    staged: Option<ContainerConfig>,
     calls: Arc<Mutex<Vec<String>>>,
 }
 
@@ -57,6 +58,7 @@ impl MockProvider {
             rules: None,
             env: Vec::new(),
             files: ContainerFiles::default(),
+            staged: None,
             calls: Arc::default(),
         }
     }
@@ -110,6 +112,13 @@ impl MockProvider {
     pub fn files(mut self, files: ContainerFiles) -> Self {
         self.files = files;
         self
+    }
+
+    /// Declares the agent capability and returns `config` from `prepare_container` (without
+    /// it, `prepare_container` answers with the `env` and `files` set for the other calls).
+    pub fn staged(mut self, config: ContainerConfig) -> Self {
+        self.staged = Some(config);
+        self.agent()
     }
 
     /// Declares the agent capability.
@@ -211,10 +220,10 @@ impl CredentialProvider for MockProvider {
 impl AgentProvider for MockProvider {
     async fn prepare_container(&self, _: PrepareOpts) -> ProviderResult<ContainerConfig> {
         self.record("prepare_container");
-        Ok(ContainerConfig {
+        Ok(self.staged.clone().unwrap_or_else(|| ContainerConfig {
             env: self.env.clone(),
             files: self.files.clone(),
-        })
+        }))
     }
 
     fn commands(&self) -> Vec<AgentCommand> {
@@ -222,6 +231,10 @@ impl AgentProvider for MockProvider {
             name: self.info.name.clone(),
             about: format!("Run the {} agent", self.info.name),
             argv: vec![self.info.name.clone()],
+            options: Vec::new(),
+            dependencies: Vec::new(),
+            hosts: Vec::new(),
+            grants: vec![self.info.name.clone()],
         }]
     }
 }

@@ -1,6 +1,7 @@
 //! The manager drives a provider only through the contract: a test double's environment, bind
 //! mounts and init files reach the container, and its `run_stopped` and `cleanup` are called
-//! exactly once at the end, whether the command succeeded, failed or never started.
+//! exactly once at the end, whether the command succeeded, failed or never started. An agent
+//! provider's `prepare_container` adds its staged environment and files beside them.
 
 use std::sync::Arc;
 
@@ -11,7 +12,9 @@ use moat::proxy::{NetworkPolicy, UpstreamConfig};
 use moat::run::manager::{Manager, RunIo, RunRequest};
 use moat::runtime::{DockerRuntime, ImageRequest};
 use moat_plugin_sdk::testkit::MockProvider;
-use moat_plugin_sdk::{CleanupToken, ContainerFiles, Credential, InitFile, Mount};
+use moat_plugin_sdk::{
+    CleanupToken, ContainerConfig, ContainerFiles, Credential, EnvVar, InitFile, Mount,
+};
 use moat_tests::{RecordingReporter, docker};
 use tokio::io::AsyncReadExt as _;
 
@@ -60,10 +63,18 @@ fn setup() -> Setup {
 }
 
 async fn run(setup: &Setup, command: &str) -> (Result<i64, String>, String, Vec<String>) {
+    run_with(setup, &setup.mock, command).await
+}
+
+async fn run_with(
+    setup: &Setup,
+    mock: &MockProvider,
+    command: &str,
+) -> (Result<i64, String>, String, Vec<String>) {
     let store = CredentialStore::open(&setup.home, None, KeyConfig::file());
     let mut registry = Registry::new();
     registry
-        .register(Arc::new(setup.mock.clone()), ProviderSource::Builtin)
+        .register(Arc::new(mock.clone()), ProviderSource::Builtin)
         .unwrap();
     let grants = resolve_grants(&registry, &store, &["mock".to_owned()])
         .await
@@ -144,6 +155,47 @@ async fn env_mounts_and_init_files_reach_the_container_and_the_end_is_called_onc
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["provider_meta"]["run_id"], meta["id"], "{meta}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_providers_staged_files_and_env_reach_the_container_and_are_cleaned_up() {
+    if !docker::available("run_contract") {
+        return;
+    }
+    let setup = setup();
+    let agent = setup.mock.clone().staged(ContainerConfig {
+        env: vec![EnvVar::new("MOCK_AGENT_HOME", "/home/moatuser/.mockagent")],
+        files: ContainerFiles {
+            mounts: vec![],
+            init_files: vec![InitFile {
+                path: "/home/moatuser/.mockagent/settings.json".into(),
+                content: "{\"trusted\": \"/workspace\"}\n".into(),
+            }],
+            cleanup: Some(CleanupToken("agent-staging".into())),
+        },
+    });
+    let script = "echo \"env=$MOCK_TOKEN agent=$MOCK_AGENT_HOME\"; \
+                  cat $HOME/.mockagent/settings.json; cat $HOME/.config/mock/config.toml";
+    let (result, stdout, lines) = run_with(&setup, &agent, script).await;
+    assert_eq!(result, Ok(0), "{lines:?}\n{stdout}");
+    assert!(
+        stdout.contains("env=mock-placeholder agent=/home/moatuser/.mockagent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"trusted\": \"/workspace\""), "{stdout}");
+    assert!(stdout.contains("placeholder = true"), "{stdout}");
+    let calls = agent.calls();
+    for once in [
+        "prepare_container",
+        "cleanup:staging-7",
+        "cleanup:agent-staging",
+    ] {
+        assert_eq!(
+            calls.iter().filter(|c| *c == once).count(),
+            1,
+            "{once} in {calls:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 //! The manager: one run from its grants to its exit code, and everything undone after it.
 //!
 //! It knows providers only through the contract: for each grant it calls `configure_proxy`
-//! (through grant resolution, before anything is created), `container_env` and `mounts`; the
-//! refresh capability while the run lasts; `run_stopped` and `cleanup` exactly once at the end. A
-//! built-in, a plugin and a test double all go through the same code, and nothing here names one.
+//! (through grant resolution, before anything is created), `container_env`, `mounts` and, for an
+//! agent provider, `prepare_container`; the refresh capability while the run lasts;
+//! `run_stopped` and `cleanup` exactly once at the end. A built-in, a plugin and a test double
+//! all go through the same code, and nothing here names one.
 //!
 //! Every resource a run takes is recorded in `Acquired` as it is taken, and `Manager::release`
 //! gives all of them back, in reverse, exactly once: after a normal exit, a Ctrl-C, a container
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use moat_plugin_sdk::{
-    CleanupToken, Credential, CredentialProvider, EnvVar, MountsRequest, ProviderError, ProxyRules,
-    RunStoppedContext,
+    CleanupToken, ContainerFiles, Credential, CredentialProvider, EnvVar, MountsRequest,
+    PrepareOpts, ProviderError, ProxyRules, RunStoppedContext,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -447,6 +448,33 @@ impl Manager {
                     grant: grant.name().to_owned(),
                     error,
                 })?;
+            // An agent provider also stages its agent's configuration (placeholders only).
+            let files = match provider.as_agent() {
+                Some(agent) => {
+                    let staged = agent
+                        .prepare_container(PrepareOpts {
+                            credential: Some(grant.credential.clone()),
+                            container_home: CONTAINER_HOME.into(),
+                            mcp_servers: BTreeMap::new(),
+                            runtime_context: None,
+                            options: serde_json::Value::Null,
+                        })
+                        .await
+                        .map_err(|error| RunFailure::Provider {
+                            grant: grant.name().to_owned(),
+                            error,
+                        })?;
+                    env.layer(Origin::Provider, staged.env);
+                    merge_files(
+                        files,
+                        staged.files,
+                        &mut acquired.cleanups,
+                        grant.name(),
+                        &provider,
+                    )
+                }
+                None => files,
+            };
             if let Some(cleanup) = files.cleanup {
                 acquired
                     .cleanups
@@ -917,6 +945,24 @@ fn check_workspace(path: &Path) -> Result<PathBuf, RunFailure> {
         });
     }
     Ok(absolute)
+}
+
+/// `mounts`' files and an agent's staged files together. Each call may hand out its own cleanup
+/// token; `mounts`' is kept on the result and the agent's is recorded at once, so both are given
+/// back at the end.
+fn merge_files(
+    mut files: ContainerFiles,
+    staged: ContainerFiles,
+    cleanups: &mut Vec<(String, Arc<dyn CredentialProvider>, CleanupToken)>,
+    grant: &str,
+    provider: &Arc<dyn CredentialProvider>,
+) -> ContainerFiles {
+    files.mounts.extend(staged.mounts);
+    files.init_files.extend(staged.init_files);
+    if let Some(cleanup) = staged.cleanup {
+        cleanups.push((grant.to_owned(), Arc::clone(provider), cleanup));
+    }
+    files
 }
 
 /// Writes a provider's init file under `dir`, at its path relative to the container's home.
