@@ -106,6 +106,13 @@ pub struct PrepareOpts {
     pub credential: Option<Credential>,
     /// The home folder of the container's user.
     pub container_home: PathBuf,
+    /// The host folder mounted at `/workspace` (an agent keeps per-project state by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
+    /// The names of every grant of the run, this agent's own included, so that an agent can
+    /// adapt to what else the run holds (an API key next to a subscription login).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
     /// MCP servers configured for the run, by name.
     #[serde(default)]
     pub mcp_servers: BTreeMap<String, McpServer>,
@@ -126,6 +133,11 @@ pub struct ContainerConfig {
     /// Mounts and init files, with a cleanup token (a staging folder, typically).
     #[serde(default)]
     pub files: ContainerFiles,
+    /// Variables other providers set that the agent must not find in the container's
+    /// environment (an API key that would override its login); they are removed after every
+    /// provider's environment is in, before `moat.yaml` `env` and `-e` (the user still wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withhold_env: Vec<String>,
 }
 
 /// A command an agent adds to the CLI (`moat claude`), declared as data; the core builds it.

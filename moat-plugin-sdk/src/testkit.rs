@@ -223,6 +223,7 @@ impl AgentProvider for MockProvider {
         Ok(self.staged.clone().unwrap_or_else(|| ContainerConfig {
             env: self.env.clone(),
             files: self.files.clone(),
+            withhold_env: Vec::new(),
         }))
     }
 

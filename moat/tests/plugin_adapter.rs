@@ -203,6 +203,8 @@ async fn capabilities_are_offered_as_declared() {
         .prepare_container(PrepareOpts {
             credential: None,
             container_home: "/home/moat".into(),
+            workspace: None,
+            grants: vec![],
             mcp_servers: Default::default(),
             runtime_context: None,
             options: serde_json::Value::Null,

@@ -158,7 +158,8 @@ async fn env_mounts_and_init_files_reach_the_container_and_the_end_is_called_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_providers_staged_files_and_env_reach_the_container_and_are_cleaned_up() {
+async fn an_agent_providers_staged_files_and_env_reach_the_container_withheld_env_does_not_and_all_is_cleaned_up()
+ {
     if !docker::available("run_contract") {
         return;
     }
@@ -173,13 +174,15 @@ async fn an_agent_providers_staged_files_and_env_reach_the_container_and_are_cle
             }],
             cleanup: Some(CleanupToken("agent-staging".into())),
         },
+        // The provider's own `container_env` variable, kept from the container by its agent.
+        withhold_env: vec!["MOCK_TOKEN".into()],
     });
     let script = "echo \"env=$MOCK_TOKEN agent=$MOCK_AGENT_HOME\"; \
                   cat $HOME/.mockagent/settings.json; cat $HOME/.config/mock/config.toml";
     let (result, stdout, lines) = run_with(&setup, &agent, script).await;
     assert_eq!(result, Ok(0), "{lines:?}\n{stdout}");
     assert!(
-        stdout.contains("env=mock-placeholder agent=/home/moatuser/.mockagent"),
+        stdout.contains("env= agent=/home/moatuser/.mockagent"),
         "{stdout}"
     );
     assert!(stdout.contains("\"trusted\": \"/workspace\""), "{stdout}");

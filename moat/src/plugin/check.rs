@@ -521,6 +521,8 @@ impl Session<'_> {
             let opts = PrepareOpts {
                 credential: Some(credential.clone()),
                 container_home: "/home/moatuser".into(),
+                workspace: None,
+                grants: vec![init.info.name.clone()],
                 mcp_servers: Default::default(),
                 runtime_context: None,
                 options: Value::Null,

@@ -143,6 +143,13 @@ impl ContainerEnv {
         }
     }
 
+    /// Removes `name` if it was set by a provider; moat's own variables stay.
+    pub fn withhold(&mut self, name: &str) {
+        if !is_reserved(name) {
+            self.vars.retain(|var| var.name != name);
+        }
+    }
+
     /// The value of `name`, if set.
     #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -428,6 +428,7 @@ impl Manager {
         ];
         let files_dir = paths.dir.join("init-files");
         let mut has_init_files = false;
+        let mut withheld = Vec::new();
         for grant in &grants {
             let provider = Arc::clone(&grant.entry.provider);
             let vars = provider
@@ -455,6 +456,8 @@ impl Manager {
                         .prepare_container(PrepareOpts {
                             credential: Some(grant.credential.clone()),
                             container_home: CONTAINER_HOME.into(),
+                            workspace: Some(workspace.to_path_buf()),
+                            grants: grants.iter().map(|g| g.name().to_owned()).collect(),
                             mcp_servers: BTreeMap::new(),
                             runtime_context: None,
                             options: serde_json::Value::Null,
@@ -465,6 +468,7 @@ impl Manager {
                             error,
                         })?;
                     env.layer(Origin::Provider, staged.env);
+                    withheld.extend(staged.withhold_env);
                     merge_files(
                         files,
                         staged.files,
@@ -501,6 +505,9 @@ impl Manager {
                 target: INIT_FILES_DIR.into(),
                 read_only: true,
             });
+        }
+        for name in &withheld {
+            env.withhold(name);
         }
         env.layer(Origin::Config, request.config_env.clone());
         env.layer(Origin::Flag, request.flag_env.clone());
