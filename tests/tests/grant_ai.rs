@@ -218,9 +218,16 @@ fn providers_lists_codex_with_its_openai_alias_and_gemini() {
         .args(["grant", "providers"])
         .assert()
         .success()
-        .stdout(contains("codex"))
-        .stdout(contains("OpenAI API key"))
-        .stdout(contains("gemini"));
+        .stdout(
+            predicates::str::is_match(
+                r"codex\s+OpenAI API key, for moat codex \(also: openai\)\s+builtin",
+            )
+            .unwrap(),
+        )
+        .stdout(
+            predicates::str::is_match(r"gemini\s+Gemini API key or OAuth credentials\s+builtin")
+                .unwrap(),
+        );
 }
 
 fn gemini_env() -> (MoatEnv, FakeHttps, FakeGoogle) {

@@ -61,7 +61,7 @@ impl CodexProvider {
 #[async_trait]
 impl CredentialProvider for CodexProvider {
     fn info(&self) -> ProviderInfo {
-        let mut info = ProviderInfo::new(NAME, "OpenAI API key (for moat codex)");
+        let mut info = ProviderInfo::new(NAME, "OpenAI API key, for moat codex (also: openai)");
         info.aliases = vec![ALIAS.into()];
         // Where the Go implementation stored it: `moat grant openai` and `codex` share one file.
         info.store_key = Some(ALIAS.into());
