@@ -486,6 +486,113 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Network, "{err}");
     }
 
+    /// A plain-HTTP token endpoint answering one request with `status` and `body`; the request
+    /// it received comes back through the handle.
+    async fn token_endpoint(status: u16, body: &str) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_string)
+                        })
+                        .and_then(|l| l.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&seen).to_string()
+        });
+        (url, task)
+    }
+
+    fn provider_at(oauth_url: String) -> GeminiProvider {
+        GeminiProvider {
+            api_url: "https://127.0.0.1:9".into(),
+            oauth_url,
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_renews_the_access_token_keeps_the_refresh_token_and_re_emits_the_rules() {
+        let (url, request) = token_endpoint(
+            200,
+            r#"{"access_token":"ya29.renewed","expires_in":3599,"scope":"openid","token_type":"Bearer"}"#,
+        )
+        .await;
+        let old = oauth_credential().with_metadata("login", "someone@example.com");
+        let refreshed = provider_at(url).refresh(&old).await.unwrap();
+        let request = request.await.unwrap();
+        assert!(request.starts_with("POST /token "), "{request}");
+        assert!(request.contains("grant_type=refresh_token"), "{request}");
+        assert!(
+            request.contains("refresh_token=1%2F%2Freal-refresh"),
+            "{request}"
+        );
+        assert!(request.contains("client_id=681255809395-"), "{request}");
+
+        let renewed = &refreshed.credential;
+        let tokens = Tokens::of(renewed).unwrap();
+        assert_eq!(tokens.access_token.expose(), "ya29.renewed");
+        assert_eq!(tokens.refresh_token.expose(), "1//real-refresh");
+        assert_eq!(renewed.metadata["auth_type"], "oauth");
+        assert_eq!(renewed.metadata["login"], "someone@example.com");
+        assert_eq!(renewed.scopes, vec!["openid"]);
+        let lifetime = renewed.expires_at.unwrap() - renewed.created_at;
+        assert_eq!(lifetime.num_seconds(), 3599);
+        assert_eq!(
+            refreshed.rules,
+            provider().configure_proxy(renewed).await.unwrap()
+        );
+        assert!(
+            serde_json::to_string(&refreshed.rules)
+                .unwrap()
+                .contains("ya29.renewed")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_refresh_token_says_so_and_what_to_run() {
+        let (url, _request) = token_endpoint(
+            400,
+            r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
+        )
+        .await;
+        let err = provider_at(url)
+            .refresh(&oauth_credential())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::TokenRevoked);
+        assert!(err.message.contains("refresh token revoked"), "{err}");
+        assert!(
+            err.hint.as_deref().unwrap().contains("moat grant gemini"),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains("real-refresh"), "{err}");
+    }
+
     #[test]
     fn the_agent_command_is_declared() {
         let commands = provider().commands();
