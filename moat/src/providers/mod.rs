@@ -1,4 +1,6 @@
-//! The built-in providers, one folder each. `main` registers them explicitly; nothing else in
+//! The built-in providers, one folder each, and the bundled catalogue of declared (YAML)
+//! providers (`catalogue`). `main` registers them explicitly; nothing else in
 //! moat names them.
 
+pub mod catalogue;
 pub mod github;
