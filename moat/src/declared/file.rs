@@ -448,15 +448,21 @@ impl ValidateUrl {
     /// scheme and host replaced by `base` when given (the `MOAT_<NAME>_API_URL` override: its
     /// path, if any, goes before the URL's path).
     pub fn resolve(&self, base: Option<&str>, token: &str) -> String {
-        let url = match base {
+        self.with_base(base)
+            .replace(TOKEN_VARIABLE, &encode_token(token))
+    }
+
+    /// The URL with its scheme and host replaced by `base` when given, `${token}` left as is:
+    /// what messages show.
+    pub fn with_base(&self, base: Option<&str>) -> String {
+        match base {
             Some(base) => {
                 let rest = self.0.strip_prefix("https://").unwrap_or(&self.0);
                 let path_at = rest.find(['/', '?', '#']).unwrap_or(rest.len());
                 format!("{}{}", base.trim_end_matches('/'), &rest[path_at..])
             }
             None => self.0.clone(),
-        };
-        url.replace(TOKEN_VARIABLE, &encode_token(token))
+        }
     }
 }
 

@@ -128,7 +128,7 @@ impl DeclaredProvider {
         };
         let method = validate.method.unwrap_or_default();
         // What the user may see: the URL as declared (with `${token}`), on the overridden host.
-        let shown = validate.url.resolve(self.api_url.as_deref(), "${token}");
+        let shown = validate.url.with_base(self.api_url.as_deref());
         let url = validate
             .url
             .resolve(self.api_url.as_deref(), token.expose());

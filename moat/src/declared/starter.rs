@@ -7,7 +7,7 @@ pub fn starter(name: &str) -> String {
     format!(
         r#"# A moat provider, declared in YAML. Check it with: moat provider check <this file>
 # Then: moat grant {name}, and moat run --grant {name} -- <command>.
-# Every field: https://github.com/moat-dev/moat#declared-providers
+# Every field: https://github.com/moat-dev/moat#declared-providers-a-yaml-file-instead-of-code
 # Editors can validate this file against schema/provider-file.schema.json:
 # yaml-language-server: $schema=https://raw.githubusercontent.com/moat-dev/moat/main/schema/provider-file.schema.json
 
