@@ -722,3 +722,74 @@ fn a_custom_provider_is_used_by_moat_run_in_a_container() {
     assert_no_secret_in_dir(path_of(&env, "runs"), TELE_TOKEN);
     assert_no_secret_in_dir(path_of(&env, "runs"), ACME_TOKEN);
 }
+
+#[test]
+fn validation_uses_the_declared_method_header_prefix_and_status() {
+    let mut env = MoatEnv::new();
+    write_provider(
+        &env,
+        "strict.yaml",
+        r#"
+name: strict
+description: Strict token
+hosts: [api.strict.test]
+inject: {header: Authorization, prefix: "Bearer "}
+validate:
+  url: https://api.strict.test/check?probe=1
+  method: POST
+  header: X-Check
+  prefix: "Key "
+  status: 204
+"#,
+    );
+    // 204 for the right token, 200 for "almost" (not the declared status), 403 otherwise.
+    let api = FakeHttps::start(env.ca(), |request: &Recorded| {
+        match (request.method.as_str(), request.header("x-check")) {
+            ("POST", Some("Key strict-good")) => Reply::status(204),
+            ("POST", Some("Key strict-almost")) => Reply::status(200),
+            _ => Reply::status(403),
+        }
+    });
+    env.set("MOAT_STRICT_API_URL", api.url());
+    let ca = env.ca_pem().to_path_buf();
+    env.set("MOAT_EXTRA_CA_CERTS", ca);
+
+    let grant = |token: &str| {
+        env.cmd()
+            .args(["grant", "strict"])
+            .write_stdin(format!("{token}\n"))
+            .output()
+            .unwrap()
+    };
+    let out = grant("strict-almost");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("answered 200 (expected 204); nothing was stored"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = grant("strict-bad");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("appropriate permissions"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(store_files(&env).is_empty());
+    let out = grant("strict-good");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = api.requests();
+    assert_eq!(seen.len(), 3);
+    for request in &seen {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/check?probe=1")
+        );
+        assert_eq!(
+            request.header("authorization"),
+            None,
+            "only the declared header"
+        );
+    }
+    assert_eq!(store_files(&env), ["strict.enc"]);
+}

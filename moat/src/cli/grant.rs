@@ -21,6 +21,10 @@ Without a terminal, secrets are read one line at a time from stdin:
 With --no-input nothing is read, and a missing answer fails with the name of
 the variable to set.
 
+Providers declared in YAML ($MOAT_HOME/providers/, and the bundled catalogue)
+grant the same way: their variables, then a hidden prompt, then their check.
+'moat provider new <name>' writes one.
+
 Examples:
   moat grant github
   GITHUB_TOKEN=ghp_... moat grant github --no-input

@@ -33,7 +33,21 @@ Examples:
   moat provider check ~/.moat/providers/acme.yaml
   moat provider check ./acme.yaml --json";
 
+const PROVIDER_HELP: &str = "\
+A declared provider is a YAML file in $MOAT_HOME/providers/ (*.yaml or *.yml): the hosts,
+the header (or a placeholder substituted into URLs), the variables a token is read from,
+how it is checked. moat loads them at start-up like any provider: 'moat grant <name>',
+'moat run --grant <name>'. When names clash: built-ins, then these files, then
+moat-provider-* plugins, then the bundled catalogue; 'moat grant providers' warns about
+each provider hidden and each file that does not load.
+
+Examples:
+  moat provider new acme
+  moat provider check ~/.moat/providers/acme.yaml
+  moat grant providers";
+
 #[derive(Debug, Args)]
+#[command(after_help = PROVIDER_HELP)]
 pub struct ProviderArgs {
     #[command(subcommand)]
     command: ProviderCommand,

@@ -129,9 +129,12 @@ impl DeclaredProvider {
         let method = validate.method.unwrap_or_default();
         // What the user may see: the URL as declared (with `${token}`), on the overridden host.
         let shown = validate.url.with_base(self.api_url.as_deref());
-        let url = validate
-            .url
-            .resolve(self.api_url.as_deref(), token.expose());
+        // The URL may hold the token: a `Secret` too, so it is wiped when dropped.
+        let url = Secret::new(
+            validate
+                .url
+                .resolve(self.api_url.as_deref(), token.expose()),
+        );
         let (header, prefix) = match (&validate.header, &self.file.inject) {
             (Some(header), _) => (Some(header), validate.prefix.as_ref()),
             (None, _) if validate.url.has_token() => (None, None),
@@ -145,20 +148,21 @@ impl DeclaredProvider {
             .map_err(|err| ProviderError::new(ErrorKind::Internal, err.to_string()))?;
         let method_value = reqwest::Method::from_bytes(method.as_str().as_bytes())
             .map_err(|err| ProviderError::new(ErrorKind::Internal, err.to_string()))?;
-        let mut request = client.request(method_value, &url);
+        let mut request = client.request(method_value, url.expose());
         if let Some(header) = header {
-            let value = format!(
+            let value = Secret::new(format!(
                 "{}{}",
                 prefix.map(|p| p.as_str()).unwrap_or_default(),
                 token.expose()
-            );
-            let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                ProviderError::new(
-                    ErrorKind::InvalidInput,
-                    "the token holds characters a header value cannot carry",
-                )
-                .with_hint(self.hint_valid_token())
-            })?;
+            ));
+            let mut value =
+                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                    ProviderError::new(
+                        ErrorKind::InvalidInput,
+                        "the token holds characters a header value cannot carry",
+                    )
+                    .with_hint(self.hint_valid_token())
+                })?;
             value.set_sensitive(true);
             request = request.header(header.as_str(), value);
         }
