@@ -427,14 +427,30 @@ fn grant_providers_lists_sources_and_warns_about_everything_hidden() {
         "{}",
         text(&out.stderr)
     );
-    // The broken file is named when its provider is asked for.
-    let out = env.cmd().args(["grant", "broken"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        text(&out.stderr).contains("a-broken.yaml"),
-        "{}",
-        text(&out.stderr)
-    );
+    // The broken file is named when a provider that is not there is asked for, by any command
+    // that takes one (a run stops before it starts anything).
+    for args in [
+        &["grant", "broken"][..],
+        &["run", "--grant", "broken", "--", "true"][..],
+        &["proxy", "--grant", "broken"][..],
+    ] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("unknown provider: broken"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("could not be read") && stderr.contains("a-broken.yaml:3:8"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 /// A workspace binary built next to `moat`.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::prompt::{InputMode, TerminalAnswerer};
 use super::{CliError, CliResult, Context, code, table};
-use crate::declared::{DeclaredWarning, PROVIDERS_DIR};
+use crate::declared::PROVIDERS_DIR;
 use crate::provider::run_grant;
 
 const GRANT_HELP: &str = "\
@@ -144,21 +144,6 @@ fn unknown_provider(context: &Context, name: &str) -> CliError {
         ))
         .hint(warning.advice())
         .code(code::NOT_FOUND),
-        None if context.declared.iter().any(DeclaredWarning::is_broken) => {
-            let broken: Vec<String> = context
-                .declared
-                .iter()
-                .filter(|w| w.is_broken())
-                .map(ToString::to_string)
-                .collect();
-            CliError::new(format!("unknown provider: {name}"))
-                .hint(format!(
-                    "These provider files could not be read; one of them may declare it:\n  {}\n\
-                     Run 'moat grant providers' to see every provider.",
-                    broken.join("\n  ")
-                ))
-                .code(code::NOT_FOUND)
-        }
         None => match context.registry.lookup(name) {
             Err(err) => err.into(),
             Ok(_) => CliError::new(format!("unknown provider: {name}")).code(code::NOT_FOUND),

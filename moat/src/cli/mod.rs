@@ -183,9 +183,30 @@ impl Cli {
             profile,
             store,
         };
+        // A provider asked for may be declared in a file that did not load: say which files.
+        let names_providers = matches!(
+            self.command,
+            Command::Run(_) | Command::Grant(_) | Command::Proxy(_)
+        );
+        let broken: Vec<String> = context
+            .declared
+            .iter()
+            .filter(|warning| warning.is_broken())
+            .map(ToString::to_string)
+            .collect();
+        let explain = move |err: CliError| {
+            if names_providers && err.exit_code() == code::NOT_FOUND && !broken.is_empty() {
+                err.append_hint(format!(
+                    "These provider files could not be read; if it is declared in one of them:\n  {}",
+                    broken.join("\n  ")
+                ))
+            } else {
+                err
+            }
+        };
         let done = match self.command {
             // The command's own exit code is moat's.
-            Command::Run(args) => return run::run(&context, args).await,
+            Command::Run(args) => return run::run(&context, args).await.map_err(explain),
             Command::Grant(args) => grant::run(&context, args).await,
             Command::Revoke(args) => revoke::run(&context, args),
             Command::Proxy(args) => proxy::run(&context, args).await,
@@ -199,7 +220,7 @@ impl Cli {
             Command::Stop(args) => stop::stop(&context, args).await,
             Command::Destroy(args) => stop::destroy(&context, args).await,
         };
-        done.map(|()| 0)
+        done.map(|()| 0).map_err(explain)
     }
 }
 
