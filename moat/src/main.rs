@@ -58,6 +58,9 @@ fn main() -> ExitCode {
             .map(|&(file, text)| Bundled { file, text })
             .collect();
         declared_warnings.extend(declared::register_bundled(&mut registry, &bundled));
+        for warning in &declared_warnings {
+            tracing::debug!("provider file warning: {warning}");
+        }
         let code = cli
             .run(registry, plugins.report().clone(), declared_warnings)
             .await;
