@@ -112,6 +112,18 @@ impl DeclaredProvider {
         source: &str,
         mut notes: Vec<String>,
     ) -> ProviderResult<GrantStep> {
+        // It goes into a header or a URL: visible ASCII only (a pasted token with a space in the
+        // middle is a copy mistake, and would break every request).
+        if !token.expose().chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the {} holds spaces, control or non-ASCII characters; nothing was stored",
+                    self.file.description
+                ),
+            )
+            .with_hint(self.hint_valid_token()));
+        }
         if let Some(note) = self.validate(&token).await? {
             notes.push(note);
         }

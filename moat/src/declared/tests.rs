@@ -369,6 +369,12 @@ fn the_grant_asks_a_hidden_question_with_the_declared_text_and_variables() {
     let request = GrantRequest::default().with_answer("token", Answer::Secret(Secret::new("  ")));
     let err = tokio_block(p.grant(request)).unwrap_err();
     assert_eq!(err.kind, moat_plugin_sdk::ErrorKind::InvalidInput);
+    // A token with a space inside is a copy mistake, refused before anything is sent.
+    let request =
+        GrantRequest::default().with_answer("token", Answer::Secret(Secret::new("tok 1")));
+    let err = tokio_block(p.grant(request)).unwrap_err();
+    assert_eq!(err.kind, moat_plugin_sdk::ErrorKind::InvalidInput);
+    assert!(!err.to_string().contains("tok 1"), "{err}");
     // Without a declared prompt, a default that names the description.
     let plain = provider(&header_file("plain", ""));
     let GrantStep::Ask { prompts, .. } = tokio_block(plain.grant(GrantRequest::default())).unwrap()
