@@ -155,12 +155,7 @@ struct ValidateReport {
 
 async fn check(context: &Context, path: &Path, json: bool) -> CliResult {
     let file = declared::read_file(path).map_err(|reason| {
-        let at = if reason.starts_with(|c: char| c.is_ascii_digit()) {
-            ":"
-        } else {
-            ": "
-        };
-        CliError::new(format!("{}{at}{reason}", path.display())).hint(
+        CliError::new(declared::located(path, &reason)).hint(
             "Fix the line it names; every field is described in the README ('Declared \
              providers') and in schema/provider-file.schema.json.",
         )

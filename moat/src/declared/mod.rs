@@ -132,19 +132,12 @@ fn origin(path: Option<&Path>) -> String {
 impl fmt::Display for DeclaredWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeclaredWarning::Broken { path, reason } => {
-                let at = if reason.starts_with(|c: char| c.is_ascii_digit()) {
-                    ":"
-                } else {
-                    ": "
-                };
-                write!(
-                    f,
-                    "{}{at}{reason}; not loaded (check it with 'moat provider check {}')",
-                    path.display(),
-                    path.display()
-                )
-            }
+            DeclaredWarning::Broken { path, reason } => write!(
+                f,
+                "{}; not loaded (check it with 'moat provider check {}')",
+                located(path, reason),
+                path.display()
+            ),
             DeclaredWarning::Duplicate { path, name, winner } => write!(
                 f,
                 "{}: not loaded: provider {name} is also declared by {}, which wins (files are \
@@ -237,6 +230,21 @@ pub fn register_bundled(registry: &mut Registry, bundled: &[Bundled]) -> Vec<Dec
         }
     }
     warnings
+}
+
+/// `path` and a reason from [`read_file`]: `file:3:9: key ...` when the reason starts with a
+/// line and column, else `file: reason`.
+pub fn located(path: &Path, reason: &str) -> String {
+    let mut parts = reason.splitn(3, ':');
+    let number = |part: Option<&str>| {
+        part.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    };
+    let at = if number(parts.next()) && number(parts.next()) && parts.next().is_some() {
+        ":"
+    } else {
+        ": "
+    };
+    format!("{}{at}{reason}", path.display())
 }
 
 /// Reads and parses one provider file; the reason is one line to put after the file's path

@@ -419,3 +419,23 @@ fn tokio_block<F: std::future::Future>(future: F) -> F::Output {
         .unwrap()
         .block_on(future)
 }
+
+#[test]
+fn an_oversized_or_unreadable_file_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = header_file("big", "");
+    big.push_str(&format!("# {}\n", "x".repeat(MAX_FILE_BYTES as usize)));
+    write(dir.path(), "big.yaml", &big);
+    std::os::unix::fs::symlink(dir.path().join("gone.yaml"), dir.path().join("link.yaml")).unwrap();
+    write(dir.path(), "ok.yaml", &header_file("ok", ""));
+    let mut registry = Registry::new();
+    let warnings = register_user_files(&mut registry, dir.path());
+    assert_eq!(registry.names(), ["ok"]);
+    let texts: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts[0].contains("big.yaml: ") && texts[0].contains("too large"),
+        "{texts:?}"
+    );
+    assert!(texts[1].contains("link.yaml: cannot read it"), "{texts:?}");
+}
