@@ -6,6 +6,7 @@
 pub mod cli;
 pub(crate) mod config;
 pub mod credential;
+pub mod declared;
 pub mod home;
 pub(crate) mod http;
 pub mod plugin;

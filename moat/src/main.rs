@@ -1,4 +1,5 @@
-//! The `moat` binary: register the providers (built-ins, then plugins), then hand over to the CLI.
+//! The `moat` binary: register the providers (built-ins, the user's provider files, plugins, the
+//! bundled catalogue), then hand over to the CLI.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -6,6 +7,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use moat::cli::Cli;
+use moat::declared::{self, Bundled};
+use moat::home::MoatHome;
 use moat::plugin::{PluginConfig, Plugins};
 use moat::provider::Registry;
 use moat::providers::codex::CodexProvider;
@@ -23,6 +26,14 @@ fn main() -> ExitCode {
     registry.register_builtin(Arc::new(GithubProvider::from_env()));
     registry.register_builtin(Arc::new(CodexProvider::from_env()));
     registry.register_builtin(Arc::new(GeminiProvider::from_env()));
+    // Then the user's provider files ($MOAT_HOME/providers/*.yaml|*.yml): what the user wrote
+    // beats any plugin and the bundled catalogue. A broken file is a warning, never fatal.
+    let mut declared_warnings = match MoatHome::from_env() {
+        Ok(home) => {
+            declared::register_user_files(&mut registry, &home.root().join(declared::PROVIDERS_DIR))
+        }
+        Err(_) => Vec::new(),
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -44,7 +55,19 @@ fn main() -> ExitCode {
             Some(name) => Plugins::load_for_grant(&mut registry, &config, &name).await,
             None => Plugins::load(&mut registry, &config).await,
         };
-        let code = cli.run(registry, plugins.report().clone()).await;
+        // Last, the bundled catalogue: a name already taken (a built-in, a user file, a plugin)
+        // hides the bundled provider, with a warning.
+        let bundled: Vec<Bundled> = moat::providers::catalogue::FILES
+            .iter()
+            .map(|&(file, text)| Bundled { file, text })
+            .collect();
+        declared_warnings.extend(declared::register_bundled(&mut registry, &bundled));
+        for warning in &declared_warnings {
+            tracing::debug!("provider file warning: {warning}");
+        }
+        let code = cli
+            .run(registry, plugins.report().clone(), declared_warnings)
+            .await;
         // Plugins started by the command: shutdown, end of file, then kill; always reaped.
         plugins.shutdown().await;
         code

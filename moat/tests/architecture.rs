@@ -23,16 +23,17 @@ use std::path::{Path, PathBuf};
 /// ARCHITECTURE.md, from the bottom up).
 #[rustfmt::skip]
 const LAYERS: &[(&str, &[&str])] = &[
-    ("home",       &["cli", "config", "credential", "http", "plugin", "provider", "providers", "proxy", "run", "runtime"]),
-    ("http",       &["cli", "config", "credential", "home", "plugin", "provider", "providers", "proxy", "run", "runtime"]),
-    ("credential", &["cli", "config", "plugin", "provider", "providers", "proxy", "run", "runtime"]),
-    ("provider",   &["cli", "config", "plugin", "providers", "proxy", "run", "runtime"]),
-    ("providers",  &["cli", "config", "plugin", "proxy", "run", "runtime"]),
-    ("plugin",     &["cli", "config", "credential", "providers", "proxy", "run", "runtime"]),
-    ("proxy",      &["cli", "config", "credential", "plugin", "provider", "providers", "run", "runtime"]),
-    ("runtime",    &["cli", "config", "credential", "plugin", "provider", "providers", "proxy", "run"]),
-    ("run",        &["cli", "config", "plugin", "providers"]),
-    ("config",     &["cli", "credential", "plugin", "provider", "providers", "runtime"]),
+    ("home",       &["cli", "config", "credential", "declared", "http", "plugin", "provider", "providers", "proxy", "run", "runtime"]),
+    ("http",       &["cli", "config", "credential", "declared", "home", "plugin", "provider", "providers", "proxy", "run", "runtime"]),
+    ("credential", &["cli", "config", "declared", "plugin", "provider", "providers", "proxy", "run", "runtime"]),
+    ("provider",   &["cli", "config", "declared", "plugin", "providers", "proxy", "run", "runtime"]),
+    ("providers",  &["cli", "config", "declared", "plugin", "proxy", "run", "runtime"]),
+    ("declared",   &["cli", "credential", "plugin", "providers", "proxy", "run", "runtime"]),
+    ("plugin",     &["cli", "config", "credential", "declared", "providers", "proxy", "run", "runtime"]),
+    ("proxy",      &["cli", "config", "credential", "declared", "plugin", "provider", "providers", "run", "runtime"]),
+    ("runtime",    &["cli", "config", "credential", "declared", "plugin", "provider", "providers", "proxy", "run"]),
+    ("run",        &["cli", "config", "declared", "plugin", "providers"]),
+    ("config",     &["cli", "credential", "declared", "plugin", "provider", "providers", "runtime"]),
     ("cli",        &["providers"]),
 ];
 

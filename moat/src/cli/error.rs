@@ -56,6 +56,15 @@ impl CliError {
         self
     }
 
+    /// Adds a paragraph after the hint (or makes it the hint).
+    pub fn append_hint(mut self, more: impl AsRef<str>) -> Self {
+        self.hint = Some(match self.hint.take() {
+            Some(hint) => format!("{hint}\n\n{}", more.as_ref()),
+            None => more.as_ref().to_string(),
+        });
+        self
+    }
+
     /// Sets the exit code.
     pub fn code(mut self, code: u8) -> Self {
         self.code = code;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::prompt::{InputMode, TerminalAnswerer};
 use super::{CliError, CliResult, Context, code, table};
+use crate::declared::PROVIDERS_DIR;
 use crate::provider::run_grant;
 
 const GRANT_HELP: &str = "\
@@ -19,6 +20,10 @@ Without a terminal, secrets are read one line at a time from stdin:
   printf '%s\\n' \"$TOKEN\" | moat grant github
 With --no-input nothing is read, and a missing answer fails with the name of
 the variable to set.
+
+Providers declared in YAML ($MOAT_HOME/providers/, and the bundled catalogue)
+grant the same way: their variables, then a hidden prompt, then their check.
+'moat provider new <name>' writes one.
 
 Examples:
   moat grant github
@@ -157,38 +162,35 @@ struct ProviderRow<'a> {
 }
 
 fn providers(context: &Context, json: bool) -> CliResult {
-    use crate::provider::ProviderSource;
     let rows: Vec<ProviderRow> = context
         .registry
         .all()
-        .map(|entry| {
-            let (source, path) = match &entry.source {
-                ProviderSource::Builtin => ("builtin", None),
-                ProviderSource::Custom { path } => ("custom", Some(path.display().to_string())),
-                ProviderSource::Plugin { path } => ("plugin", Some(path.display().to_string())),
-            };
-            ProviderRow {
-                provider: &entry.info.name,
-                description: &entry.info.description,
-                source: source.to_string(),
-                path,
-                aliases: context.registry.aliases_of(&entry.info.name),
-            }
+        .map(|entry| ProviderRow {
+            provider: &entry.info.name,
+            description: &entry.info.description,
+            source: entry.source.kind().to_string(),
+            path: entry.source.path().map(|path| path.display().to_string()),
+            aliases: context.registry.aliases_of(&entry.info.name),
         })
         .collect();
-    // Plugin problems, kubectl-style: the listing still succeeds.
-    let warnings = &context.plugins.warnings;
+    // Problems with provider files, then with plugins, kubectl-style: the listing still
+    // succeeds. Each says what was not used and what won.
+    fn with_message(warning: &(impl Serialize + std::fmt::Display)) -> serde_json::Value {
+        let mut value = serde_json::to_value(warning).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("message".into(), warning.to_string().into());
+        }
+        value
+    }
+    let mut warnings: Vec<(String, serde_json::Value)> = Vec::new();
+    for warning in &context.declared {
+        warnings.push((warning.to_string(), with_message(warning)));
+    }
+    for warning in &context.plugins.warnings {
+        warnings.push((warning.to_string(), with_message(warning)));
+    }
     if json {
-        let warnings: Vec<serde_json::Value> = warnings
-            .iter()
-            .map(|warning| {
-                let mut value = serde_json::to_value(warning).unwrap_or_default();
-                if let Some(object) = value.as_object_mut() {
-                    object.insert("message".into(), warning.to_string().into());
-                }
-                value
-            })
-            .collect();
+        let warnings: Vec<serde_json::Value> = warnings.into_iter().map(|(_, v)| v).collect();
         return print_json(&serde_json::json!({ "providers": rows, "warnings": warnings }));
     }
     let cells: Vec<Vec<String>> = rows
@@ -206,7 +208,11 @@ fn providers(context: &Context, json: bool) -> CliResult {
         })
         .collect();
     table::print(&["PROVIDER", "DESCRIPTION", "SOURCE"], &cells, 3);
-    for warning in warnings {
+    println!(
+        "\nCustom providers can be added at {} ('moat provider new <name>' writes a starter).",
+        context.home.root().join(PROVIDERS_DIR).display()
+    );
+    for (warning, _) in warnings {
         anstream::eprintln!("warning: {warning}");
     }
     Ok(())

@@ -8,6 +8,7 @@ mod logs;
 mod network;
 mod plugin;
 mod prompt;
+mod provider;
 mod proxy;
 mod revoke;
 mod run;
@@ -23,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 pub use error::{CliError, CliResult, code};
 
 use crate::credential::{CredentialStore, KeyConfig};
+use crate::declared::DeclaredWarning;
 use crate::home::{MoatHome, Profile};
 use crate::plugin::PluginReport;
 use crate::provider::Registry;
@@ -40,6 +42,7 @@ Examples:
                                the command in a container; the token added on the wire
   moat grant github            store a GitHub token (from GITHUB_TOKEN, the gh CLI, or a prompt)
   moat grant providers         list the providers and where each comes from
+  moat provider new acme       write a starter YAML provider file for a service
   moat grant list --json       list stored credentials as JSON
   moat revoke github           delete the stored GitHub credential
   moat list                    the runs, newest first
@@ -82,6 +85,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Tools for plugin authors: check a moat-provider-<name> executable against the protocol.
     Plugin(plugin::PluginArgs),
+    /// Declared providers: write a starter YAML provider file, or check one.
+    Provider(provider::ProviderArgs),
     /// List runs, newest first.
     List(list::ListArgs),
     /// Show a run's output (the last lines, or followed while it runs).
@@ -113,8 +118,14 @@ impl Cli {
 
     /// Runs the parsed command against `registry`, with moat's home and key storage taken from
     /// the environment, and returns moat's exit code. `plugins` says what went wrong while
-    /// discovering plugins (shown by `moat grant providers`).
-    pub async fn run(self, registry: Registry, plugins: PluginReport) -> ExitCode {
+    /// discovering plugins, `declared` what went wrong with provider files (both shown by `moat
+    /// grant providers`).
+    pub async fn run(
+        self,
+        registry: Registry,
+        plugins: PluginReport,
+        declared: Vec<DeclaredWarning>,
+    ) -> ExitCode {
         let home = match MoatHome::from_env() {
             Ok(home) => home,
             Err(err) => {
@@ -122,14 +133,14 @@ impl Cli {
                 return CliError::new(err.to_string()).hint(hint).report();
             }
         };
-        self.run_in(registry, plugins, home, KeyConfig::from_env())
+        self.run_in(registry, plugins, declared, home, KeyConfig::from_env())
             .await
     }
 
     /// [`run`](Self::run) with an explicit home and key storage and no plugin report (for tests
     /// and embedding).
     pub async fn run_with(self, registry: Registry, home: MoatHome, keys: KeyConfig) -> ExitCode {
-        self.run_in(registry, PluginReport::default(), home, keys)
+        self.run_in(registry, PluginReport::default(), Vec::new(), home, keys)
             .await
     }
 
@@ -138,10 +149,11 @@ impl Cli {
         self,
         registry: Registry,
         plugins: PluginReport,
+        declared: Vec<DeclaredWarning>,
         home: MoatHome,
         keys: KeyConfig,
     ) -> ExitCode {
-        match self.dispatch(registry, plugins, home, keys).await {
+        match self.dispatch(registry, plugins, declared, home, keys).await {
             Ok(code) => ExitCode::from(code),
             Err(err) => err.report(),
         }
@@ -151,6 +163,7 @@ impl Cli {
         self,
         registry: Registry,
         plugins: PluginReport,
+        declared: Vec<DeclaredWarning>,
         home: MoatHome,
         keys: KeyConfig,
     ) -> Result<u8, CliError> {
@@ -165,17 +178,40 @@ impl Cli {
         let context = Context {
             registry,
             plugins,
+            declared,
             home,
             profile,
             store,
         };
+        // A provider asked for may be declared in a file that did not load: say which files.
+        let names_providers = matches!(
+            self.command,
+            Command::Run(_) | Command::Grant(_) | Command::Proxy(_)
+        );
+        let broken: Vec<String> = context
+            .declared
+            .iter()
+            .filter(|warning| warning.is_broken())
+            .map(ToString::to_string)
+            .collect();
+        let explain = move |err: CliError| {
+            if names_providers && err.exit_code() == code::NOT_FOUND && !broken.is_empty() {
+                err.append_hint(format!(
+                    "These provider files could not be read; if it is declared in one of them:\n  {}",
+                    broken.join("\n  ")
+                ))
+            } else {
+                err
+            }
+        };
         let done = match self.command {
             // The command's own exit code is moat's.
-            Command::Run(args) => return run::run(&context, args).await,
+            Command::Run(args) => return run::run(&context, args).await.map_err(explain),
             Command::Grant(args) => grant::run(&context, args).await,
             Command::Revoke(args) => revoke::run(&context, args),
             Command::Proxy(args) => proxy::run(&context, args).await,
             Command::Plugin(args) => plugin::run(args).await,
+            Command::Provider(args) => provider::run(&context, args).await,
             Command::List(args) => list::run(&context, args),
             Command::Logs(args) => logs::run(&context, args),
             // `-v` is the global flag: it also turns on debug logging on stderr.
@@ -184,7 +220,7 @@ impl Cli {
             Command::Stop(args) => stop::stop(&context, args).await,
             Command::Destroy(args) => stop::destroy(&context, args).await,
         };
-        done.map(|()| 0)
+        done.map(|()| 0).map_err(explain)
     }
 }
 
@@ -193,6 +229,8 @@ struct Context {
     registry: Registry,
     /// What went wrong while discovering plugins.
     plugins: PluginReport,
+    /// What went wrong with provider files.
+    declared: Vec<DeclaredWarning>,
     home: MoatHome,
     profile: Option<Profile>,
     store: CredentialStore,

@@ -367,11 +367,7 @@ fn register(
     }
 }
 
-/// `builtin`, `custom` or `plugin`.
+/// `builtin`, `custom`, `bundled` or `plugin`.
 fn source_kind(source: &ProviderSource) -> &'static str {
-    match source {
-        ProviderSource::Builtin => "builtin",
-        ProviderSource::Custom { .. } => "custom",
-        ProviderSource::Plugin { .. } => "plugin",
-    }
+    source.kind()
 }

@@ -18,11 +18,14 @@ use serde::Serialize;
 pub enum ProviderSource {
     /// Compiled into moat.
     Builtin,
-    /// Declared in a YAML file.
+    /// Declared in a YAML file of the user's (`$MOAT_HOME/providers/`).
     Custom {
         /// The YAML file.
         path: PathBuf,
     },
+    /// Declared in YAML shipped inside moat (the bundled catalogue). Unlike `Builtin`, it ranks
+    /// last: a custom file or a plugin of the same name replaces it.
+    Bundled,
     /// A `moat-provider-<name>` executable.
     Plugin {
         /// The executable.
@@ -35,7 +38,28 @@ impl fmt::Display for ProviderSource {
         match self {
             ProviderSource::Builtin => f.write_str("builtin"),
             ProviderSource::Custom { .. } => f.write_str("custom"),
+            ProviderSource::Bundled => f.write_str("bundled"),
             ProviderSource::Plugin { path } => write!(f, "plugin ({})", path.display()),
+        }
+    }
+}
+
+impl ProviderSource {
+    /// `builtin`, `custom`, `bundled` or `plugin`: the word listings show.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderSource::Builtin => "builtin",
+            ProviderSource::Custom { .. } => "custom",
+            ProviderSource::Bundled => "bundled",
+            ProviderSource::Plugin { .. } => "plugin",
+        }
+    }
+
+    /// The file it comes from, for custom providers and plugins.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            ProviderSource::Custom { path } | ProviderSource::Plugin { path } => Some(path),
+            ProviderSource::Builtin | ProviderSource::Bundled => None,
         }
     }
 }
@@ -92,6 +116,20 @@ impl Registry {
         provider: Arc<dyn CredentialProvider>,
         source: ProviderSource,
     ) -> Result<(), RegistryError> {
+        let name = provider.info().name;
+        for (alias, err) in self.register_reporting(provider, source)? {
+            tracing::warn!(provider = %name, "alias {alias:?} skipped: {err}");
+        }
+        Ok(())
+    }
+
+    /// [`register`](Self::register), returning the aliases that were skipped (and why) instead
+    /// of logging them, for a caller that reports them itself.
+    pub fn register_reporting(
+        &mut self,
+        provider: Arc<dyn CredentialProvider>,
+        source: ProviderSource,
+    ) -> Result<Vec<(String, RegistryError)>, RegistryError> {
         let info = provider.info();
         validate_name(&info.name).map_err(RegistryError::InvalidName)?;
         if let Some(holder) = self.holder_of(&info.name) {
@@ -111,12 +149,13 @@ impl Registry {
                 source,
             },
         );
+        let mut skipped = Vec::new();
         for alias in aliases {
             if let Err(err) = self.register_alias(&alias, &name) {
-                tracing::warn!(provider = %name, "alias {alias:?} skipped: {err}");
+                skipped.push((alias, err));
             }
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// Registers a built-in provider. Built-ins are registered first and have distinct names, so a

@@ -1,6 +1,8 @@
-//! The built-in providers, one folder each. `main` registers them explicitly; nothing else in
+//! The built-in providers, one folder each, and the bundled catalogue of declared (YAML)
+//! providers (`catalogue`). `main` registers them explicitly; nothing else in
 //! moat names them.
 
+pub mod catalogue;
 pub mod codex;
 pub mod gemini;
 pub mod github;
