@@ -8,6 +8,8 @@ use std::sync::Arc;
 use moat::cli::Cli;
 use moat::plugin::{PluginConfig, Plugins};
 use moat::provider::Registry;
+use moat::providers::anthropic::AnthropicProvider;
+use moat::providers::claude::ClaudeProvider;
 use moat::providers::github::GithubProvider;
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +19,8 @@ fn main() -> ExitCode {
     // <agent>`) are subcommands.
     let mut registry = Registry::new();
     registry.register_builtin(Arc::new(GithubProvider::from_env()));
+    registry.register_builtin(Arc::new(ClaudeProvider::from_env()));
+    registry.register_builtin(Arc::new(AnthropicProvider::from_env()));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -120,7 +120,9 @@ fn a_plugins_agent_command_runs_through_the_manager_with_its_grant_added() {
 
     let out = env
         .cmd()
-        .args(["pluggy", "--say", "hello", "--policy", "strict", "--", "extra"])
+        .args([
+            "pluggy", "--say", "hello", "--policy", "strict", "--", "extra",
+        ])
         .timeout(Duration::from_secs(180))
         .output()
         .unwrap();

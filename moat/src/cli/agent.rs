@@ -211,15 +211,10 @@ fn subcommand(command: &AgentCommand) -> clap::Command {
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("The workspace, mounted at /workspace [default: .]"),
         )
-        .arg(
-            Arg::new("image")
-                .long("image")
-                .value_name("IMAGE")
-                .help(
-                    "An image that already holds the agent, used as is: neither the agent's \
+        .arg(Arg::new("image").long("image").value_name("IMAGE").help(
+            "An image that already holds the agent, used as is: neither the agent's \
                      dependencies nor any other are added",
-                ),
-        )
+        ))
         .arg(
             Arg::new("args")
                 .last(true)

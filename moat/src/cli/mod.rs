@@ -105,7 +105,7 @@ enum Command {
 
 impl Cli {
     /// Parses `args` against moat's own commands and every agent command the providers in
-    /// `registry` declare (`moat claude`, or a plugin's). moat's own commands win a name
+    /// `registry` declare (built-in or plugin: `moat <agent>`). moat's own commands win a name
     /// conflict. `moat --help` lists the agent commands of `registry`.
     pub fn try_parse_with(
         registry: &Registry,

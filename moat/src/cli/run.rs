@@ -252,7 +252,9 @@ async fn run_launch(context: &Context, args: Launch) -> Result<u8, CliError> {
                     .extend(grant.entry.info.implied_dependencies.iter().cloned());
             }
             if let Some(agent) = &args.agent {
-                image.dependencies.extend(agent.dependencies.iter().cloned());
+                image
+                    .dependencies
+                    .extend(agent.dependencies.iter().cloned());
             }
             image
         }

@@ -415,25 +415,10 @@ fn shell_commands_run_through_sh() {
 }
 
 #[test]
-fn npm_dependencies_are_read_as_written_and_checked_by_the_image_plan() {
-    let config = parse("dependencies: [node, \"npm:@anthropic-ai/claude-code\"]\n").unwrap();
+fn npm_dependencies_are_read_as_written() {
+    let config = parse("dependencies: [node, \"npm:@scope/agent-cli\"]\n").unwrap();
     assert_eq!(
         config.dependencies,
-        strings(&["node", "npm:@anthropic-ai/claude-code"])
-    );
-    let request = crate::runtime::ImageRequest {
-        base: "img".into(),
-        dependencies: config.dependencies,
-        firewall: false,
-    };
-    let plan = crate::runtime::ImagePlan::new(&request).unwrap();
-    let crate::runtime::ImagePlan::Build(spec) = plan else {
-        panic!("an npm dependency needs a build");
-    };
-    assert!(
-        spec.dockerfile
-            .contains("npm install -g --no-audit --no-fund @anthropic-ai/claude-code"),
-        "{}",
-        spec.dockerfile
+        strings(&["node", "npm:@scope/agent-cli"])
     );
 }

@@ -1,4 +1,6 @@
 //! The built-in providers, one folder each. `main` registers them explicitly; nothing else in
 //! moat names them.
 
+pub mod anthropic;
+pub mod claude;
 pub mod github;

@@ -450,7 +450,7 @@ mod tests {
         let spec = build(
             ImagePlan::new(&request(
                 "debian:bookworm-slim",
-                &["git", "npm:@anthropic-ai/claude-code", "npm:typescript", "node"],
+                &["git", "npm:@scope/agent-cli", "npm:typescript", "node"],
                 false,
             ))
             .unwrap(),
@@ -463,17 +463,23 @@ mod tests {
              RUN apt-get update \\\n \
              && apt-get install -y --no-install-recommends git nodejs npm \\\n \
              && rm -rf /var/lib/apt/lists/*\n\
-             RUN npm install -g --no-audit --no-fund @anthropic-ai/claude-code typescript \\\n \
+             RUN npm install -g --no-audit --no-fund @scope/agent-cli typescript \\\n \
              && npm cache clean --force\n"
         );
         // node and npm come with an npm package even when not asked for.
         let alone = build(ImagePlan::new(&request("img", &["npm:left-pad"], false)).unwrap());
         assert!(
-            alone.dockerfile.contains("--no-install-recommends nodejs npm \\"),
+            alone
+                .dockerfile
+                .contains("--no-install-recommends nodejs npm \\"),
             "{}",
             alone.dockerfile
         );
-        assert!(alone.dockerfile.contains("npm install -g --no-audit --no-fund left-pad "));
+        assert!(
+            alone
+                .dockerfile
+                .contains("npm install -g --no-audit --no-fund left-pad ")
+        );
         let dep = Dependency::parse("npm:@scope/pkg.js").unwrap();
         assert_eq!(dep.npm.as_deref(), Some("@scope/pkg.js"));
         assert_eq!(dep.packages, ["nodejs", "npm"]);
@@ -505,7 +511,10 @@ mod tests {
                 matches!(err, RuntimeError::InvalidDependency { .. }),
                 "{bad:?}: {err}"
             );
-            assert!(err.to_string().contains("npm package name"), "{bad:?}: {err}");
+            assert!(
+                err.to_string().contains("npm package name"),
+                "{bad:?}: {err}"
+            );
         }
         assert!(Dependency::parse(&format!("npm:{}", "a".repeat(215))).is_err());
     }
