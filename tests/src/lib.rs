@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+mod anthropic;
 mod ca;
 pub mod docker;
 mod env;
@@ -42,6 +43,7 @@ mod reporter;
 mod secrets;
 mod stream;
 
+pub use anthropic::{AnthropicKeys, fake_anthropic};
 pub use ca::{CA_PEM_FILE, IssuedCert, TestCa, crypto_provider};
 pub use env::{DEFAULT_TIMEOUT, MoatEnv, SYSTEM_PATH, moat_bin, sh_quote};
 pub use github::{fake_github, fake_github_hosts};
