@@ -2,6 +2,7 @@
 //! MOAT_HOME, and a local HTTPS server standing in for `POST /v1/messages` (reached through the
 //! documented MOAT_ANTHROPIC_API_URL, trusted through MOAT_EXTRA_CA_CERTS).
 
+use std::path::Path;
 use std::process::Output;
 
 use moat_tests::{
@@ -193,4 +194,98 @@ fn a_rejected_api_key_exits_4_and_stores_nothing() {
         .assert()
         .code(5)
         .stderr(contains("ANTHROPIC_API_KEY"));
+}
+
+/// `moat grant claude` on a terminal (util-linux `script` gives it a pty), answering the menu
+/// with `choice`; its output (the pty's) and exit code.
+fn grant_claude_on_a_terminal(env: &MoatEnv, choice: &str) -> Option<Output> {
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: /usr/bin/script (util-linux) is needed for a terminal");
+        return None;
+    }
+    let command = format!("{} grant claude", moat_tests::moat_bin().display());
+    Some(
+        env.command("/usr/bin/script")
+            .args(["-qec", &command, "/dev/null"])
+            .write_stdin(format!("{choice}\n"))
+            .output()
+            .unwrap(),
+    )
+}
+
+fn write_claude_login(env: &MoatEnv, token: &str, expires_in_minutes: i64) -> i64 {
+    let expires_at =
+        (chrono::Utc::now() + chrono::Duration::minutes(expires_in_minutes)).timestamp_millis();
+    let dir = env.root().join(".claude");
+    std::fs::create_dir_all(&dir).unwrap();
+    let login = serde_json::json!({"claudeAiOauth": {
+        "accessToken": token,
+        "refreshToken": "sk-ant-ort01-RefreshTokenNeverKept0123",
+        "expiresAt": expires_at,
+        "scopes": ["user:inference", "user:profile"],
+        "subscriptionType": "pro",
+        "rateLimitTier": "default_claude_pro",
+    }});
+    std::fs::write(dir.join(".credentials.json"), login.to_string()).unwrap();
+    expires_at
+}
+
+#[test]
+fn claude_codes_login_is_imported_from_the_menu_without_its_refresh_token() {
+    let (env, api) = env();
+    let expires_at = write_claude_login(&env, OAUTH, 90);
+    let Some(output) = grant_claude_on_a_terminal(&env, "2") else {
+        return;
+    };
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{shown}");
+    // No claude CLI on PATH: the menu offers pasting and importing, numbered from 1.
+    assert!(shown.contains("1. Existing OAuth token (paste)"), "{shown}");
+    assert!(
+        shown.contains("2. Import existing Claude Code credentials"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("Claude subscription (OAuth token from"),
+        "{shown}"
+    );
+    assert!(shown.contains("moat cannot refresh it"), "{shown}");
+    assert_no_secret_named(&[("pty", &output.stdout)], OAUTH);
+    assert_eq!(api.requests().len(), 1);
+    let show = env
+        .cmd()
+        .args(["grant", "show", "claude", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let stored = serde_json::to_string(&json).unwrap();
+    assert!(stored.contains("default_claude_pro"), "{stored}");
+    assert!(stored.contains("user:profile"), "{stored}");
+    assert!(stored.contains("\"pro\""), "{stored}");
+    let expires = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(expires_at).unwrap();
+    assert!(
+        stored.contains(&expires.format("%Y-%m-%dT%H:%M").to_string()),
+        "{stored}"
+    );
+    assert_no_secret_in_dir(env.home(), OAUTH);
+    assert_no_secret_in_dir(env.home(), "sk-ant-ort01-RefreshTokenNeverKept0123");
+}
+
+#[test]
+fn an_expired_claude_code_login_is_refused_and_nothing_is_stored() {
+    let (env, api) = env();
+    write_claude_login(&env, OAUTH, -5);
+    let Some(output) = grant_claude_on_a_terminal(&env, "2") else {
+        return;
+    };
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(4), "{shown}");
+    assert!(shown.contains("expired"), "{shown}");
+    assert!(
+        api.requests().is_empty(),
+        "an expired login is not even sent"
+    );
+    assert!(!enc(&env, "claude").exists());
 }

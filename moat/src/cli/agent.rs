@@ -213,7 +213,8 @@ fn subcommand(command: &AgentCommand) -> clap::Command {
         )
         .arg(Arg::new("image").long("image").value_name("IMAGE").help(
             "An image that already holds the agent, used as is: neither the agent's \
-                     dependencies nor any other are added",
+                     dependencies nor any other are added (--policy strict still adds the \
+                     firewall's iptables)",
         ))
         .arg(
             Arg::new("args")
