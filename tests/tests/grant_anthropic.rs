@@ -289,3 +289,31 @@ fn an_expired_claude_code_login_is_refused_and_nothing_is_stored() {
     );
     assert!(!enc(&env, "claude").exists());
 }
+
+#[test]
+fn moat_claude_checks_its_options_and_grants_before_anything_starts() {
+    let (env, _api) = env();
+    // Neither Anthropic grant is stored: the error says what to run.
+    env.cmd()
+        .args(["claude", "-p", "hi"])
+        .assert()
+        .code(3)
+        .stderr(contains("moat grant claude"));
+    env.cmd()
+        .args(["grant", "claude", "--no-input"])
+        .env("CLAUDE_CODE_OAUTH_TOKEN", OAUTH)
+        .assert()
+        .success();
+    // --continue and --resume exclude each other.
+    env.cmd()
+        .args(["claude", "-c", "-r", "some-run"])
+        .assert()
+        .code(2)
+        .stderr(contains("cannot be used with"));
+    // --resume names a run, which must exist.
+    env.cmd()
+        .args(["claude", "--resume", "no-such-run", "-p", "hi"])
+        .assert()
+        .code(3)
+        .stderr(contains("no-such-run"));
+}

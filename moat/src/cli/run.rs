@@ -219,6 +219,10 @@ async fn run_launch(context: &Context, args: Launch) -> Result<u8, CliError> {
                 policy.allow.push(host.clone());
             }
         }
+        // A declared host is checked like an --allow one (a plugin could declare anything).
+        crate::proxy::policy::validate(&policy).map_err(|err| {
+            CliError::new(format!("agent {}: {err}", agent.name)).code(code::USAGE)
+        })?;
     }
     let mounts = config
         .mounts
