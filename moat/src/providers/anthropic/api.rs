@@ -74,8 +74,11 @@ pub async fn validate(api_url: &str, auth: Auth<'_>, fix: &str) -> ProviderResul
     })?;
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    // What the API said, without anything that could be the credential.
-    let said = api_message(&text);
+    // What the API said, the credential cut out should an upstream echo it.
+    let secret = match auth {
+        Auth::ApiKey(secret) | Auth::OAuth(secret) => secret.expose(),
+    };
+    let said = api_message(&text, secret);
     let what = match auth {
         Auth::ApiKey(_) => "API key",
         Auth::OAuth(_) => "OAuth token",
@@ -123,14 +126,19 @@ pub async fn validate(api_url: &str, auth: Auth<'_>, fix: &str) -> ProviderResul
     }
 }
 
-/// The `error.message` of an API error body, or `no details`. Cut short; it is the API's text,
-/// which never holds the credential it was sent.
-fn api_message(body: &str) -> String {
+/// The `error.message` of an API error body, or `no details`, with `secret` cut out (should an
+/// upstream echo it), then cut short.
+fn api_message(body: &str, secret: &str) -> String {
     let message = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "no details".into());
-    message.chars().take(200).collect()
+    let message = if secret.is_empty() {
+        message
+    } else {
+        message.replace(secret, "[REDACTED]")
+    };
+    message.chars().take(300).collect()
 }
 
 /// The error and its causes on one line (reqwest hides the TLS cause behind "error sending request").
@@ -152,8 +160,13 @@ mod tests {
     #[test]
     fn api_errors_are_reduced_to_their_message() {
         let body = r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#;
-        assert_eq!(api_message(body), "invalid x-api-key");
-        assert_eq!(api_message("<html>"), "no details");
+        assert_eq!(api_message(body, "sk-ant-x"), "invalid x-api-key");
+        assert_eq!(api_message("<html>", "sk-ant-x"), "no details");
+        let echo = r#"{"error":{"message":"bad key sk-ant-api03-secret here"}}"#;
+        assert_eq!(
+            api_message(echo, "sk-ant-api03-secret"),
+            "bad key [REDACTED] here"
+        );
     }
 
     #[tokio::test]
