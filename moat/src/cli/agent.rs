@@ -149,6 +149,24 @@ fn after_help(command: &AgentCommand) -> String {
             command.hosts.join(", ")
         ));
     }
+    let name = &command.name;
+    text.push_str(&format!(
+        "\n\nExamples:\n  moat {name}                 a session in the current folder"
+    ));
+    if let Some(batch) = command
+        .options
+        .iter()
+        .find(|o| o.batch && o.value_name.is_some())
+    {
+        text.push_str(&format!(
+            "\n  moat {name} ./project --{} \"...\"   one shot, no terminal needed",
+            batch.long
+        ));
+    }
+    text.push_str(&format!(
+        "\n  moat {name} --policy strict   only the agent's and the grants' hosts\n  \
+         moat logs; moat trace --network; moat list --json"
+    ));
     text
 }
 
