@@ -214,15 +214,7 @@ async fn run_launch(context: &Context, args: Launch) -> Result<u8, CliError> {
 
     let mut policy = args.options.network.over(&config.network)?;
     if let Some(agent) = &args.agent {
-        for host in &agent.hosts {
-            if !policy.allow.contains(host) {
-                policy.allow.push(host.clone());
-            }
-        }
-        // A declared host is checked like an --allow one (a plugin could declare anything).
-        crate::proxy::policy::validate(&policy).map_err(|err| {
-            CliError::new(format!("agent {}: {err}", agent.name)).code(code::USAGE)
-        })?;
+        allow_agent_hosts(&mut policy, agent)?;
     }
     let mounts = config
         .mounts
@@ -241,28 +233,16 @@ async fn run_launch(context: &Context, args: Launch) -> Result<u8, CliError> {
         })
         .collect();
 
-    let image = match args.agent.as_ref().and_then(|agent| agent.image.as_deref()) {
-        // An image that already holds the agent: as is, nothing added.
-        Some(prebuilt) => ImageRequest::new(prebuilt),
-        None => {
-            let mut image = ImageRequest::new(image::base_image(
-                args.image.as_deref(),
-                config.base_image.as_deref(),
-            ));
-            image.dependencies = config.dependencies.clone();
-            for grant in &resolved {
-                image
-                    .dependencies
-                    .extend(grant.entry.info.implied_dependencies.iter().cloned());
-            }
-            if let Some(agent) = &args.agent {
-                image
-                    .dependencies
-                    .extend(agent.dependencies.iter().cloned());
-            }
-            image
-        }
-    };
+    let implied = resolved
+        .iter()
+        .flat_map(|grant| grant.entry.info.implied_dependencies.iter().cloned());
+    let image = image_request(
+        args.image.as_deref(),
+        args.agent.as_ref(),
+        &config,
+        implied,
+        image::base_image,
+    );
 
     let interactive = match &args.agent {
         Some(agent) => !agent.batch,
@@ -349,6 +329,46 @@ async fn run_launch(context: &Context, args: Launch) -> Result<u8, CliError> {
         .unwrap_or(code::FAILURE))
 }
 
+/// The run's image: an agent's `--image` as is; otherwise the base (`--image`, moat.yaml,
+/// `MOAT_BASE_IMAGE`, default, as `base` picks it) with moat.yaml's `dependencies:`, the grants'
+/// implied ones and the agent's declared ones.
+fn image_request(
+    flag: Option<&str>,
+    agent: Option<&AgentLaunch>,
+    config: &Config,
+    implied: impl Iterator<Item = String>,
+    base: impl Fn(Option<&str>, Option<&str>) -> String,
+) -> ImageRequest {
+    if let Some(prebuilt) = agent.and_then(|agent| agent.image.as_deref()) {
+        // An image that already holds the agent: as is, nothing added.
+        return ImageRequest::new(prebuilt);
+    }
+    let mut image = ImageRequest::new(base(flag, config.base_image.as_deref()));
+    image.dependencies = config.dependencies.clone();
+    image.dependencies.extend(implied);
+    if let Some(agent) = agent {
+        image
+            .dependencies
+            .extend(agent.dependencies.iter().cloned());
+    }
+    image
+}
+
+/// An agent's declared hosts join the policy's allowed hosts (they matter under the strict
+/// policy), checked like `--allow` ones: a plugin could declare anything.
+fn allow_agent_hosts(
+    policy: &mut crate::proxy::NetworkPolicy,
+    agent: &AgentLaunch,
+) -> Result<(), CliError> {
+    for host in &agent.hosts {
+        if !policy.allow.contains(host) {
+            policy.allow.push(host.clone());
+        }
+    }
+    crate::proxy::policy::validate(policy)
+        .map_err(|err| CliError::new(format!("agent {}: {err}", agent.name)).code(code::USAGE))
+}
+
 /// Status lines and warnings on stderr; progress as the runtime draws it on a terminal.
 struct TerminalReporter {
     progress: Box<dyn Progress>,
@@ -379,5 +399,70 @@ impl RunReporter for TerminalReporter {
 
     fn progress(&self) -> &dyn Progress {
         self.progress.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> AgentLaunch {
+        AgentLaunch {
+            name: "bot".into(),
+            command: vec!["bot".into()],
+            dependencies: vec!["node".into(), "npm:@scope/bot-cli".into()],
+            hosts: vec!["api.bot.test".into(), "*.bot.test".into()],
+            grants: vec!["bot".into()],
+            ..AgentLaunch::default()
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            base_image: Some("from-yaml".into()),
+            dependencies: vec!["jq".into()],
+            ..Config::default()
+        }
+    }
+
+    fn base(flag: Option<&str>, config: Option<&str>) -> String {
+        image::base_image_from(flag, config, None)
+    }
+
+    #[test]
+    fn an_agents_dependencies_join_the_users_and_the_grants() {
+        let implied = vec!["gh".to_owned()].into_iter();
+        let image = image_request(None, Some(&agent()), &config(), implied, base);
+        assert_eq!(image.base, "from-yaml");
+        assert_eq!(
+            image.dependencies,
+            ["jq", "gh", "node", "npm:@scope/bot-cli"]
+        );
+        // `moat run` has no agent's.
+        let image = image_request(Some("flag"), None, &config(), std::iter::empty(), base);
+        assert_eq!(image.base, "flag");
+        assert_eq!(image.dependencies, ["jq"]);
+    }
+
+    #[test]
+    fn an_agents_image_is_used_as_is() {
+        let mut agent = agent();
+        agent.image = Some("my/agent:1".into());
+        let implied = vec!["gh".to_owned()].into_iter();
+        let image = image_request(None, Some(&agent), &config(), implied, base);
+        assert_eq!(image, ImageRequest::new("my/agent:1"));
+    }
+
+    #[test]
+    fn an_agents_hosts_are_allowed_once_and_checked() {
+        let mut policy = crate::proxy::NetworkPolicy::default();
+        policy.allow.push("api.bot.test".into());
+        allow_agent_hosts(&mut policy, &agent()).unwrap();
+        assert_eq!(policy.allow, ["api.bot.test", "*.bot.test"]);
+        let mut bad = agent();
+        bad.hosts = vec!["exa mple.test/x".into()];
+        let err = allow_agent_hosts(&mut crate::proxy::NetworkPolicy::default(), &bad).unwrap_err();
+        assert_eq!(err.exit_code(), code::USAGE);
+        assert!(err.message().starts_with("agent bot:"), "{}", err.message());
     }
 }
