@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod ai;
+mod anthropic;
 mod ca;
 pub mod docker;
 mod env;
@@ -46,6 +47,7 @@ mod stream;
 pub use ai::{
     FakeGoogle, OPENAI_RATE_LIMITED_KEY, fake_gemini_api, fake_google, fake_openai, form_fields,
 };
+pub use anthropic::{AnthropicKeys, fake_anthropic};
 pub use ca::{CA_PEM_FILE, IssuedCert, TestCa, crypto_provider};
 pub use env::{DEFAULT_TIMEOUT, MoatEnv, SYSTEM_PATH, moat_bin, sh_quote};
 pub use github::{fake_github, fake_github_hosts};

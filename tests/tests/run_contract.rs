@@ -100,6 +100,7 @@ async fn run_with(
         image: ImageRequest::new(docker::ensure_base_image()),
         policy: NetworkPolicy::default(),
         mounts: vec![],
+        agent: None,
     };
     let io = RunIo {
         stdout: Box::new(out_write),

@@ -142,6 +142,7 @@ async fn a_refresh_during_the_run_changes_the_injected_token_without_a_restart()
         image: ImageRequest::new(image),
         policy: NetworkPolicy::default(),
         mounts: vec![],
+        agent: None,
     };
     let io = RunIo {
         stdout: Box::new(tokio::io::sink()),

@@ -76,6 +76,16 @@ impl CliError {
         self.code
     }
 
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The hint, when there is one.
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
     /// Prints the report on stderr and returns the exit code.
     pub fn report(&self) -> ExitCode {
         let red = anstyle::Style::new()

@@ -1,5 +1,6 @@
 //! The command line: parse, call the library, print. One module per command.
 
+mod agent;
 mod audit;
 mod error;
 mod grant;
@@ -19,7 +20,10 @@ mod trace;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use error::{CliError, CliResult, code};
 
@@ -99,9 +103,41 @@ enum Command {
     Stop(stop::StopArgs),
     /// Delete an ended run's record (metadata, logs, audit log).
     Destroy(stop::DestroyArgs),
+    /// An agent command (`moat <agent>`), built from the registry by [`Cli::try_parse_with`].
+    #[command(skip)]
+    Agent(agent::AgentInvocation),
 }
 
 impl Cli {
+    /// Parses `args` against moat's own commands and every agent command the providers in
+    /// `registry` declare (built-in or plugin: `moat <agent>`). moat's own commands win a name
+    /// conflict. `moat --help` lists the agent commands of `registry`.
+    pub fn try_parse_with(
+        registry: &Registry,
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    ) -> Result<Cli, clap::Error> {
+        let base = Cli::command();
+        let mut taken: BTreeSet<String> = base
+            .get_subcommands()
+            .flat_map(|sub| {
+                std::iter::once(sub.get_name().to_owned())
+                    .chain(sub.get_all_aliases().map(str::to_owned))
+            })
+            .collect();
+        taken.insert("help".into());
+        let agents = agent::AgentCommands::from_registry(registry, &taken);
+        let matches = agents.augment(base).try_get_matches_from(args)?;
+        if let Some((name, sub)) = matches.subcommand()
+            && agents.get(name).is_some()
+        {
+            return Ok(Cli {
+                global: GlobalArgs::from_arg_matches(&matches)?,
+                command: Command::Agent(agents.invocation(name, sub)?),
+            });
+        }
+        Cli::from_arg_matches(&matches)
+    }
+
     /// The provider `moat grant <provider>` grants (without a `:scope`), for loading only the
     /// plugin it needs; `None` for every other command.
     pub fn grant_target(&self) -> Option<String> {
@@ -219,6 +255,7 @@ impl Cli {
             Command::Audit(args) => audit::run(&context, args),
             Command::Stop(args) => stop::stop(&context, args).await,
             Command::Destroy(args) => stop::destroy(&context, args).await,
+            Command::Agent(invocation) => return agent::run(&context, invocation).await,
         };
         done.map(|()| 0).map_err(explain)
     }

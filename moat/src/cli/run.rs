@@ -57,23 +57,6 @@ pub struct RunArgs {
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 
-    /// A provider whose stored credential the run may use (repeatable, or comma-separated).
-    #[arg(
-        short = 'g',
-        long = "grant",
-        value_name = "PROVIDER",
-        value_delimiter = ','
-    )]
-    grants: Vec<String>,
-
-    /// An environment variable, KEY=VALUE, or KEY to pass this machine's value (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-
-    /// The run's name, for `moat logs NAME` and friends [default: moat.yaml's, or random].
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-
     /// Keep stdin open. On a terminal: a TTY of its size, and the terminal raw while the command
     /// runs (Ctrl-C goes to the command; SIGTERM or `moat stop` stops the run).
     #[arg(short, long)]
@@ -84,10 +67,96 @@ pub struct RunArgs {
     image: Option<String>,
 
     #[command(flatten)]
-    network: NetworkArgs,
+    options: RunOptions,
+}
+
+/// The flags `moat run` and the agent commands (`moat <agent>`) share.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// A provider whose stored credential the run may use (repeatable, or comma-separated).
+    #[arg(
+        short = 'g',
+        long = "grant",
+        value_name = "PROVIDER",
+        value_delimiter = ','
+    )]
+    pub grants: Vec<String>,
+
+    /// An environment variable, KEY=VALUE, or KEY to pass this machine's value (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// The run's name, for `moat logs NAME` and friends [default: moat.yaml's, or random].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// What an agent command (`moat <agent>`) adds to a run, decided by `super::agent` from the
+/// command the provider declared. Nothing here names an agent: it is data.
+#[derive(Debug, Clone, Default)]
+pub struct AgentLaunch {
+    /// The command's name (recorded as the run's `agent`).
+    pub name: String,
+    /// The whole container command: the declared argv, the options' words, the user's ARGS.
+    pub command: Vec<String>,
+    /// A `batch` option was given: not interactive.
+    pub batch: bool,
+    /// The agent's image dependencies (`moat.yaml` `dependencies:` entries).
+    pub dependencies: Vec<String>,
+    /// Hosts allowed under the strict policy too.
+    pub hosts: Vec<String>,
+    /// Grants the agent can use, in order of preference.
+    pub grants: Vec<String>,
+    /// `--image`: an image that already holds the agent, used as is (no dependencies added).
+    pub image: Option<String>,
+}
+
+/// A run as the CLI asks for it: `moat run`'s or an agent command's.
+struct Launch {
+    path: Option<PathBuf>,
+    /// `moat run`: the command after `--` (empty: moat.yaml's).
+    command: Vec<String>,
+    interactive: bool,
+    /// `moat run --image`: the base image.
+    image: Option<String>,
+    options: RunOptions,
+    agent: Option<AgentLaunch>,
 }
 
 pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
+    let launch = Launch {
+        path: args.path,
+        command: args.command,
+        interactive: args.interactive,
+        image: args.image,
+        options: args.options,
+        agent: None,
+    };
+    run_launch(context, launch).await
+}
+
+/// An agent command's run (`moat <agent>`): the same path as `moat run`.
+pub async fn run_agent(
+    context: &Context,
+    path: Option<PathBuf>,
+    options: RunOptions,
+    agent: AgentLaunch,
+) -> Result<u8, CliError> {
+    let launch = Launch {
+        path,
+        command: Vec::new(),
+        interactive: false,
+        image: None,
+        options,
+        agent: Some(agent),
+    };
+    run_launch(context, launch).await
+}
+
+async fn run_launch(context: &Context, args: Launch) -> Result<u8, CliError> {
     let workspace = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
     if !workspace.is_dir() {
         return Err(
@@ -98,7 +167,9 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     }
     let config = Config::load(&workspace)?;
 
-    let command = if args.command.is_empty() {
+    let command = if let Some(agent) = &args.agent {
+        agent.command.clone()
+    } else if args.command.is_empty() {
         config
             .command
             .as_ref()
@@ -113,11 +184,14 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
             .code(code::USAGE));
     }
 
-    let grants = if args.grants.is_empty() {
+    let mut grants = if args.options.grants.is_empty() {
         config.grants.clone()
     } else {
-        args.grants.clone()
+        args.options.grants.clone()
     };
+    if let Some(agent) = &args.agent {
+        grants = super::agent::agent_grants(context, grants, &agent.grants)?;
+    }
     // Every missing or unreadable grant at once, before anything is created.
     let resolving = std::time::Instant::now();
     let resolved =
@@ -129,7 +203,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
     );
 
     let mut flag_env = Vec::new();
-    for arg in &args.env {
+    for arg in &args.options.env {
         flag_env.push(parse_flag(arg).map_err(|err| CliError::new(err).code(code::USAGE))?);
     }
     let config_env = config
@@ -138,7 +212,10 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         .map(|(name, value)| EnvVar::new(name, value))
         .collect();
 
-    let policy = args.network.over(&config.network)?;
+    let mut policy = args.options.network.over(&config.network)?;
+    if let Some(agent) = &args.agent {
+        allow_agent_hosts(&mut policy, agent)?;
+    }
     let mounts = config
         .mounts
         .iter()
@@ -156,23 +233,26 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         })
         .collect();
 
-    let mut image = ImageRequest::new(image::base_image(
+    let implied = resolved
+        .iter()
+        .flat_map(|grant| grant.entry.info.implied_dependencies.iter().cloned());
+    let image = image_request(
         args.image.as_deref(),
-        config.base_image.as_deref(),
-    ));
-    image.dependencies = config.dependencies.clone();
-    for grant in &resolved {
-        image
-            .dependencies
-            .extend(grant.entry.info.implied_dependencies.iter().cloned());
-    }
+        args.agent.as_ref(),
+        &config,
+        implied,
+        image::base_image,
+    );
 
-    let interactive = args.interactive || config.interactive;
+    let interactive = match &args.agent {
+        Some(agent) => !agent.batch,
+        None => args.interactive || config.interactive,
+    };
     let tty = interactive && StdinTerminal::available();
     let request = RunRequest {
         workspace,
         command,
-        name: args.name.clone(),
+        name: args.options.name.clone(),
         configured_name: config.name.clone(),
         config_env,
         flag_env,
@@ -181,6 +261,7 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         image,
         policy,
         mounts,
+        agent: args.agent.as_ref().map(|agent| agent.name.clone()),
     };
 
     // Bad upstream settings are usage errors, found before anything is created.
@@ -248,6 +329,46 @@ pub async fn run(context: &Context, args: RunArgs) -> Result<u8, CliError> {
         .unwrap_or(code::FAILURE))
 }
 
+/// The run's image: an agent's `--image` as is; otherwise the base (`--image`, moat.yaml,
+/// `MOAT_BASE_IMAGE`, default, as `base` picks it) with moat.yaml's `dependencies:`, the grants'
+/// implied ones and the agent's declared ones.
+fn image_request(
+    flag: Option<&str>,
+    agent: Option<&AgentLaunch>,
+    config: &Config,
+    implied: impl Iterator<Item = String>,
+    base: impl Fn(Option<&str>, Option<&str>) -> String,
+) -> ImageRequest {
+    if let Some(prebuilt) = agent.and_then(|agent| agent.image.as_deref()) {
+        // An image that already holds the agent: as is, nothing added.
+        return ImageRequest::new(prebuilt);
+    }
+    let mut image = ImageRequest::new(base(flag, config.base_image.as_deref()));
+    image.dependencies = config.dependencies.clone();
+    image.dependencies.extend(implied);
+    if let Some(agent) = agent {
+        image
+            .dependencies
+            .extend(agent.dependencies.iter().cloned());
+    }
+    image
+}
+
+/// An agent's declared hosts join the policy's allowed hosts (they matter under the strict
+/// policy), checked like `--allow` ones: a plugin could declare anything.
+fn allow_agent_hosts(
+    policy: &mut crate::proxy::NetworkPolicy,
+    agent: &AgentLaunch,
+) -> Result<(), CliError> {
+    for host in &agent.hosts {
+        if !policy.allow.contains(host) {
+            policy.allow.push(host.clone());
+        }
+    }
+    crate::proxy::policy::validate(policy)
+        .map_err(|err| CliError::new(format!("agent {}: {err}", agent.name)).code(code::USAGE))
+}
+
 /// Status lines and warnings on stderr; progress as the runtime draws it on a terminal.
 struct TerminalReporter {
     progress: Box<dyn Progress>,
@@ -278,5 +399,70 @@ impl RunReporter for TerminalReporter {
 
     fn progress(&self) -> &dyn Progress {
         self.progress.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> AgentLaunch {
+        AgentLaunch {
+            name: "bot".into(),
+            command: vec!["bot".into()],
+            dependencies: vec!["node".into(), "npm:@scope/bot-cli".into()],
+            hosts: vec!["api.bot.test".into(), "*.bot.test".into()],
+            grants: vec!["bot".into()],
+            ..AgentLaunch::default()
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            base_image: Some("from-yaml".into()),
+            dependencies: vec!["jq".into()],
+            ..Config::default()
+        }
+    }
+
+    fn base(flag: Option<&str>, config: Option<&str>) -> String {
+        image::base_image_from(flag, config, None)
+    }
+
+    #[test]
+    fn an_agents_dependencies_join_the_users_and_the_grants() {
+        let implied = vec!["gh".to_owned()].into_iter();
+        let image = image_request(None, Some(&agent()), &config(), implied, base);
+        assert_eq!(image.base, "from-yaml");
+        assert_eq!(
+            image.dependencies,
+            ["jq", "gh", "node", "npm:@scope/bot-cli"]
+        );
+        // `moat run` has no agent's.
+        let image = image_request(Some("flag"), None, &config(), std::iter::empty(), base);
+        assert_eq!(image.base, "flag");
+        assert_eq!(image.dependencies, ["jq"]);
+    }
+
+    #[test]
+    fn an_agents_image_is_used_as_is() {
+        let mut agent = agent();
+        agent.image = Some("my/agent:1".into());
+        let implied = vec!["gh".to_owned()].into_iter();
+        let image = image_request(None, Some(&agent), &config(), implied, base);
+        assert_eq!(image, ImageRequest::new("my/agent:1"));
+    }
+
+    #[test]
+    fn an_agents_hosts_are_allowed_once_and_checked() {
+        let mut policy = crate::proxy::NetworkPolicy::default();
+        policy.allow.push("api.bot.test".into());
+        allow_agent_hosts(&mut policy, &agent()).unwrap();
+        assert_eq!(policy.allow, ["api.bot.test", "*.bot.test"]);
+        let mut bad = agent();
+        bad.hosts = vec!["exa mple.test/x".into()];
+        let err = allow_agent_hosts(&mut crate::proxy::NetworkPolicy::default(), &bad).unwrap_err();
+        assert_eq!(err.exit_code(), code::USAGE);
+        assert!(err.message().starts_with("agent bot:"), "{}", err.message());
     }
 }

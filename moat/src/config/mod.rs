@@ -3,7 +3,8 @@
 //! ```yaml
 //! name: my-agent                   # run name (--name wins)
 //! grants: [github]                 # credentials the run gets
-//! dependencies: [python3, git]     # Debian packages baked into the run's image
+//! dependencies: [python3, git]     # Debian packages baked into the run's image (or node,
+//!                                  # npm:<package> for a global npm install)
 //! env: {LOG_LEVEL: debug}          # container environment (values are strings; 1 and true too)
 //! command: [python3, main.py]      # or a string, run by `/bin/sh -c`
 //! base_image: debian:bookworm-slim

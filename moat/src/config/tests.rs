@@ -413,3 +413,12 @@ fn shell_commands_run_through_sh() {
         strings(&["ls", "-l"])
     );
 }
+
+#[test]
+fn npm_dependencies_are_read_as_written() {
+    let config = parse("dependencies: [node, \"npm:@scope/agent-cli\"]\n").unwrap();
+    assert_eq!(
+        config.dependencies,
+        strings(&["node", "npm:@scope/agent-cli"])
+    );
+}

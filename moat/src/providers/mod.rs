@@ -2,7 +2,9 @@
 //! providers (`catalogue`). `main` registers them explicitly; nothing else in
 //! moat names them.
 
+pub mod anthropic;
 pub mod catalogue;
+pub mod claude;
 pub mod codex;
 pub mod gemini;
 pub mod github;

@@ -77,6 +77,8 @@ pub struct RunRequest {
     pub policy: NetworkPolicy,
     /// Extra bind mounts (`moat.yaml`'s `mounts`, resolved to absolute paths).
     pub mounts: Vec<BindMount>,
+    /// The agent command this run is (`moat <agent>`), recorded in the run's metadata.
+    pub agent: Option<String>,
 }
 
 /// How a run ended.
@@ -329,6 +331,7 @@ impl Manager {
         meta.grants = grants.iter().map(|g| g.name().to_owned()).collect();
         meta.network = request.policy.clone();
         meta.interactive = request.interactive;
+        meta.agent = request.agent.clone();
         meta.owner_pid = Some(std::process::id());
         let paths = runs.create(&meta)?;
         acquired.paths = Some(paths.clone());
@@ -573,7 +576,12 @@ impl Manager {
             runs.set_state(meta, RunState::Running)?;
         }
         acquired.phases.mark("start");
-        self.reporter.status(&format!("Started {name} ({id})"));
+        match &request.agent {
+            Some(agent) => self
+                .reporter
+                .status(&format!("Started agent \"{agent}\" as {name} ({id})")),
+            None => self.reporter.status(&format!("Started {name} ({id})")),
+        }
         let (mut raw_mode, resizer) = match io.terminal.take() {
             Some(terminal) if request.tty => self.attach_terminal(terminal, &container).await,
             _ => (None, None),

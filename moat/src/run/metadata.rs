@@ -116,6 +116,9 @@ pub struct RunMetadata {
     /// A terminal is attached.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interactive: bool,
+    /// The agent command the run is (`moat <agent>`), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// When the run was created.
     pub created_at: DateTime<Utc>,
     /// When it entered `running`.
@@ -153,6 +156,7 @@ impl RunMetadata {
             network: NetworkPolicy::default(),
             state: RunState::Created,
             interactive: false,
+            agent: None,
             created_at: Utc::now(),
             started_at: None,
             stopped_at: None,

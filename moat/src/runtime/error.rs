@@ -141,7 +141,8 @@ impl RuntimeError {
             ),
             RuntimeError::InvalidDependency { .. } => Some(
                 "`dependencies:` takes Debian package names (lowercase letters, digits, + - .), \
-                 or the runtimes node, python, go; search names with `apt-cache search <word>`"
+                 the runtimes node, python, go, or npm:<package> (an npm package installed \
+                 globally); search names with `apt-cache search <word>`"
                     .into(),
             ),
             RuntimeError::NameInUse { name } => Some(format!(

@@ -3,7 +3,8 @@
 //! The base is `--image`, then moat.yaml `base_image`, then `MOAT_BASE_IMAGE`, then
 //! [`DEFAULT_BASE_IMAGE`]; it is pulled when absent. When the run needs more than the base
 //! (`dependencies:`, or iptables for the strict policy's firewall), moat generates a Dockerfile:
-//! `FROM <base>`, one sorted `apt-get install` layer, nothing else. The init step is mounted at
+//! `FROM <base>`, one sorted `apt-get install` layer, then, for `npm:<package>` entries (an
+//! agent's CLI), one sorted `npm install -g` layer (node and npm are added to the apt layer). The init step is mounted at
 //! run time ([`super::init`]), not baked, so the same image serves every run and any image works.
 //! The tag is `moat/run:` + the first 16 hex digits of the SHA-256 of the Dockerfile (which holds
 //! every input: the base and the sorted package list), so equal inputs reuse the image and any
@@ -43,14 +44,20 @@ pub fn base_image_from(flag: Option<&str>, config: Option<&str>, env: Option<&st
         .to_owned()
 }
 
-/// One `dependencies:` entry: a Debian package, or a runtime moat maps to Debian packages.
+/// One `dependencies:` entry: a Debian package, a runtime moat maps to Debian packages, or an
+/// npm package (`npm:<package>`) installed globally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependency {
     /// The entry as written.
     pub name: String,
     /// The Debian packages it installs.
     pub packages: Vec<String>,
+    /// The npm package it installs globally (`npm:<package>`), after the Debian packages.
+    pub npm: Option<String>,
 }
+
+/// The prefix of an npm package entry.
+pub const NPM_PREFIX: &str = "npm:";
 
 /// Runtimes known by a short name, and the Debian (bookworm) packages that provide them.
 const RUNTIMES: &[(&str, &[&str])] = &[
@@ -71,6 +78,14 @@ impl Dependency {
             name: entry.to_owned(),
             reason: reason.to_owned(),
         };
+        if let Some(package) = entry.strip_prefix(NPM_PREFIX) {
+            validate_npm_name(package).map_err(|reason| invalid(&reason))?;
+            return Ok(Dependency {
+                name: entry.to_owned(),
+                packages: RUNTIMES[0].1.iter().map(|p| (*p).to_owned()).collect(),
+                npm: Some(package.to_owned()),
+            });
+        }
         if let Some((name, _version)) = entry.split_once('@') {
             return Err(invalid(&format!(
                 "versions are not supported yet: write `{name}` for the version Debian ships"
@@ -80,6 +95,7 @@ impl Dependency {
             return Ok(Dependency {
                 name: entry.to_owned(),
                 packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+                npm: None,
             });
         }
         let valid_chars = entry
@@ -98,8 +114,37 @@ impl Dependency {
         Ok(Dependency {
             name: entry.to_owned(),
             packages: vec![entry.to_owned()],
+            npm: None,
         })
     }
+}
+
+/// An npm package name as the registry accepts new ones: `name` or `@scope/name`, each part
+/// lowercase letters, digits and `- . _ ~`, not starting with `.` or `_`, 214 characters at most.
+/// Versions, tags, URLs, paths and anything a shell would read (spaces, `;`, `$`, quotes) are
+/// refused: the name goes into a `RUN npm install -g` line.
+fn validate_npm_name(package: &str) -> Result<(), String> {
+    let part_ok = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with(['.', '_'])
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._~".contains(&b))
+    };
+    let valid = match package.strip_prefix('@') {
+        Some(scoped) => scoped
+            .split_once('/')
+            .is_some_and(|(scope, name)| part_ok(scope) && part_ok(name)),
+        None => part_ok(package),
+    };
+    if package.len() > 214 || !valid {
+        return Err(
+            "not an npm package name (`name` or `@scope/name`: lowercase letters, digits, \
+             - . _ ~; no version, URL or path)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// What the run's image must contain.
@@ -159,8 +204,11 @@ impl ImagePlan {
             });
         }
         let mut packages = BTreeSet::new();
+        let mut npm = BTreeSet::new();
         for entry in &request.dependencies {
-            packages.extend(Dependency::parse(entry.trim())?.packages);
+            let dependency = Dependency::parse(entry.trim())?;
+            packages.extend(dependency.packages);
+            npm.extend(dependency.npm);
         }
         if request.firewall {
             packages.insert("iptables".to_owned());
@@ -168,7 +216,7 @@ impl ImagePlan {
         if packages.is_empty() {
             return Ok(ImagePlan::Base(base.to_owned()));
         }
-        let dockerfile = dockerfile(base, &packages);
+        let dockerfile = dockerfile(base, &packages, &npm);
         Ok(ImagePlan::Build(BuildSpec {
             tag: generated_tag(&dockerfile),
             dockerfile,
@@ -230,17 +278,26 @@ async fn ensure_present(
     runtime.pull_image(image, progress).await
 }
 
-/// The generated Dockerfile: the base, then one sorted apt layer that leaves no package lists.
-fn dockerfile(base: &str, packages: &BTreeSet<String>) -> String {
+/// The generated Dockerfile: the base, then one sorted apt layer that leaves no package lists,
+/// then (for `npm:` entries) one sorted `npm install -g` layer that leaves no npm cache.
+fn dockerfile(base: &str, packages: &BTreeSet<String>, npm: &BTreeSet<String>) -> String {
     let list = packages.iter().cloned().collect::<Vec<_>>().join(" ");
-    format!(
+    let mut text = format!(
         "# Generated by moat from moat.yaml `dependencies:`; do not edit.\n\
          FROM {base}\n\
          ENV DEBIAN_FRONTEND=noninteractive\n\
          RUN apt-get update \\\n \
          && apt-get install -y --no-install-recommends {list} \\\n \
          && rm -rf /var/lib/apt/lists/*\n"
-    )
+    );
+    if !npm.is_empty() {
+        let list = npm.iter().cloned().collect::<Vec<_>>().join(" ");
+        text.push_str(&format!(
+            "RUN npm install -g --no-audit --no-fund {list} \\\n \
+             && npm cache clean --force\n"
+        ));
+    }
+    text
 }
 
 /// `moat/run:<16 hex of sha256(dockerfile)>`.
@@ -386,6 +443,80 @@ mod tests {
         // Through a plan, the entry is named.
         let err = ImagePlan::new(&request("img", &["jq", "Bad"], false)).unwrap_err();
         assert!(err.to_string().contains("\"Bad\""), "{err}");
+    }
+
+    #[test]
+    fn npm_packages_get_node_and_one_sorted_global_install_layer() {
+        let spec = build(
+            ImagePlan::new(&request(
+                "debian:bookworm-slim",
+                &["git", "npm:@scope/agent-cli", "npm:typescript", "node"],
+                false,
+            ))
+            .unwrap(),
+        );
+        assert_eq!(
+            spec.dockerfile,
+            "# Generated by moat from moat.yaml `dependencies:`; do not edit.\n\
+             FROM debian:bookworm-slim\n\
+             ENV DEBIAN_FRONTEND=noninteractive\n\
+             RUN apt-get update \\\n \
+             && apt-get install -y --no-install-recommends git nodejs npm \\\n \
+             && rm -rf /var/lib/apt/lists/*\n\
+             RUN npm install -g --no-audit --no-fund @scope/agent-cli typescript \\\n \
+             && npm cache clean --force\n"
+        );
+        // node and npm come with an npm package even when not asked for.
+        let alone = build(ImagePlan::new(&request("img", &["npm:left-pad"], false)).unwrap());
+        assert!(
+            alone
+                .dockerfile
+                .contains("--no-install-recommends nodejs npm \\"),
+            "{}",
+            alone.dockerfile
+        );
+        assert!(
+            alone
+                .dockerfile
+                .contains("npm install -g --no-audit --no-fund left-pad ")
+        );
+        let dep = Dependency::parse("npm:@scope/pkg.js").unwrap();
+        assert_eq!(dep.npm.as_deref(), Some("@scope/pkg.js"));
+        assert_eq!(dep.packages, ["nodejs", "npm"]);
+    }
+
+    #[test]
+    fn npm_package_names_with_shell_characters_versions_or_paths_are_refused() {
+        for bad in [
+            "npm:",
+            "npm:Left-Pad",
+            "npm:left pad",
+            "npm:x; rm -rf /",
+            "npm:$(id)",
+            "npm:`id`",
+            "npm:a&&b",
+            "npm:left-pad@1.0.0",
+            "npm:@scope",
+            "npm:@/x",
+            "npm:@scope/",
+            "npm:../evil",
+            "npm:.hidden",
+            "npm:_under",
+            "npm:git+https://x/y",
+            "npm:x\nRUN evil",
+            "npm:x'y",
+        ] {
+            let err = Dependency::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, RuntimeError::InvalidDependency { .. }),
+                "{bad:?}: {err}"
+            );
+            assert!(
+                err.to_string().contains("npm package name"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(Dependency::parse(&format!("npm:{}", "a".repeat(215))).is_err());
     }
 
     #[test]
