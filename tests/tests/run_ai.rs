@@ -349,3 +349,119 @@ done
         json["expires_at"].as_str().unwrap().parse().unwrap();
     assert!(expires > granted + chrono::Duration::seconds(50), "{json}");
 }
+
+/// `moat <agent> --image <base> -p hello` with the stand-ins first on the container's `PATH`:
+/// the agent command the provider declares, built by the CLI and run through the same manager
+/// path as `moat run`, with the grant it names added because it is stored.
+fn moat_agent(env: &MoatEnv, agent: &str) -> Output {
+    env.cmd()
+        .arg(agent)
+        .args(["--image", &docker::ensure_base_image()])
+        .args(["-e", "PATH=/workspace/bin:/usr/local/bin:/usr/bin:/bin"])
+        .args(["-p", "hello there"])
+        .timeout(Duration::from_secs(180))
+        .output()
+        .expect("run moat")
+}
+
+#[test]
+fn moat_codex_runs_codex_exec_with_the_stored_key_injected() {
+    let Some(mut env) = base_env("agent_codex") else {
+        return;
+    };
+    let openai = fake_openai(env.ca(), OPENAI_KEY);
+    env.set("MOAT_OPENAI_API_URL", openai.url());
+    env.cmd()
+        .args(["grant", "codex", "--no-input"])
+        .env("OPENAI_API_KEY", OPENAI_KEY)
+        .assert()
+        .success();
+    env.set(
+        "MOAT_PROXY_RESOLVE",
+        format!("api.openai.com:443:127.0.0.1:{}", openai.port()),
+    );
+    stand_in(
+        &env,
+        "codex",
+        &format!(
+            r#"printf 'args:'; for a in "$@"; do printf ' [%s]' "$a"; done; echo
+curl -sS --max-time 20 -H "Authorization: Bearer $OPENAI_API_KEY" https://api.openai.com/v1/responses; echo
+{}"#,
+            leak_probe(OPENAI_KEY)
+        ),
+    );
+    let out = moat_agent(&env, "codex");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // `-p` is the declared batch option: `codex exec <prompt>`, one argument, no TTY.
+    assert!(stdout.contains("args: [exec] [hello there]\n"), "{stdout}");
+    assert!(stdout.contains(r#""ok":true"#), "{stdout}");
+    let calls: Vec<_> = openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_only() == "/v1/responses")
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
+    assert!(stdout.contains("grep-exit=1"), "{stdout}");
+    assert_no_secret(&[&out.stdout, &out.stderr], OPENAI_KEY);
+    let id = last_run(&env);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.home().join("runs").join(&id).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["agent"], "codex", "{meta}");
+    assert_eq!(meta["grants"], serde_json::json!(["codex"]), "{meta}");
+    assert_no_secret_in_dir(env.home().join("runs").join(id), OPENAI_KEY);
+}
+
+#[test]
+fn moat_gemini_runs_gemini_with_the_prompt_and_the_stored_key_injected() {
+    let Some(mut env) = base_env("agent_gemini") else {
+        return;
+    };
+    let api = fake_gemini_api(env.ca(), GEMINI_KEY);
+    env.set("MOAT_GEMINI_API_URL", api.url());
+    env.cmd()
+        .args(["grant", "gemini", "--no-input"])
+        .env("GEMINI_API_KEY", GEMINI_KEY)
+        .assert()
+        .success();
+    env.set(
+        "MOAT_PROXY_RESOLVE",
+        format!(
+            "generativelanguage.googleapis.com:443:127.0.0.1:{}",
+            api.port()
+        ),
+    );
+    stand_in(
+        &env,
+        "gemini",
+        &format!(
+            r#"printf 'args:'; for a in "$@"; do printf ' [%s]' "$a"; done; echo
+echo "api: $(curl -sS --max-time 20 -H "x-goog-api-key: $GEMINI_API_KEY" -d '{{}}' \
+  https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent)"
+{}"#,
+            leak_probe(GEMINI_KEY)
+        ),
+    );
+    let out = moat_agent(&env, "gemini");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("args: [-p] [hello there]\n"), "{stdout}");
+    assert!(stdout.contains(r#"api: {"ok":true"#), "{stdout}");
+    let calls: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_only().ends_with(":generateContent"))
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].header("x-goog-api-key"), Some(GEMINI_KEY));
+    assert!(stdout.contains("grep-exit=1"), "{stdout}");
+    assert_no_secret(&[&out.stdout, &out.stderr], GEMINI_KEY);
+    let id = last_run(&env);
+    assert_no_secret_in_dir(env.home().join("runs").join(id), GEMINI_KEY);
+}
