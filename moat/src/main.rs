@@ -8,6 +8,7 @@ use clap::Parser;
 use moat::cli::Cli;
 use moat::plugin::{PluginConfig, Plugins};
 use moat::provider::Registry;
+use moat::providers::aws::AwsProvider;
 use moat::providers::github::GithubProvider;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     // Explicit registration, in precedence order: built-ins first, so nothing can shadow them.
     let mut registry = Registry::new();
     registry.register_builtin(Arc::new(GithubProvider::from_env()));
+    registry.register_builtin(Arc::new(AwsProvider::from_env()));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
