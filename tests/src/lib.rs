@@ -41,6 +41,7 @@ mod proxy;
 mod reporter;
 mod secrets;
 mod stream;
+mod sts;
 
 pub use ca::{CA_PEM_FILE, IssuedCert, TestCa, crypto_provider};
 pub use env::{DEFAULT_TIMEOUT, MoatEnv, SYSTEM_PATH, moat_bin, sh_quote};
@@ -55,6 +56,7 @@ pub use secrets::{
     assert_no_secret, assert_no_secret_in_dir, assert_no_secret_named, files_containing,
 };
 pub use stream::{PatternBody, PatternCheck, PatternReader, Seen, StreamServer, pattern_byte};
+pub use sts::{FAKE_ROLE_ACCESS_KEY, fake_sts, parse_form};
 
 #[cfg(test)]
 mod tests {

@@ -39,17 +39,16 @@ pub struct GrantArgs {
     #[command(subcommand)]
     command: Option<GrantCommand>,
 
-    /// The provider to grant (`moat grant providers` lists them).
-    #[arg(required = true, value_name = "PROVIDER")]
-    provider: Option<String>,
-
-    /// The provider's own options (`--role <arn>`); `moat grant <provider> --help` lists them.
+    /// The provider to grant (`moat grant providers` lists them), then its own options
+    /// (`--role <arn>`): `moat grant <provider> --help` lists them.
     #[arg(
-        value_name = "PROVIDER_OPTIONS",
+        required = true,
+        value_name = "PROVIDER [OPTIONS]",
+        num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    options: Vec<String>,
+    provider: Vec<String>,
 
     /// Never prompt or read stdin: fail instead, naming what to set.
     #[arg(long, env = "MOAT_NO_INPUT", value_parser = clap::builder::FalseyValueParser::new())]
@@ -89,7 +88,7 @@ impl GrantArgs {
         if self.command.is_some() {
             return None;
         }
-        let name = self.provider.as_deref()?;
+        let name = self.provider.first()?.as_str();
         let base = name.split_once(':').map_or(name, |(base, _)| base);
         Some(base.to_string())
     }
@@ -101,10 +100,11 @@ pub async fn run(context: &Context, args: GrantArgs) -> CliResult {
         Some(GrantCommand::List(flag)) => list(context, flag.json),
         Some(GrantCommand::Show(show_args)) => show(context, show_args),
         None => {
-            let provider = args
+            let (provider, options) = args
                 .provider
+                .split_first()
                 .expect("clap requires PROVIDER without a subcommand");
-            grant(context, &provider, &args.options, args.no_input).await
+            grant(context, provider, options, args.no_input).await
         }
     }
 }
