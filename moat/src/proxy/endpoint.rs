@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
-    WWW_AUTHENTICATE,
+    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue,
+    PROXY_AUTHORIZATION, WWW_AUTHENTICATE,
 };
 use hyper::{Request, Response, StatusCode};
 use moat_plugin_sdk::EndpointResponse;
@@ -163,15 +163,29 @@ pub(crate) async fn serve(shared: &Shared, request: Request<Incoming>) -> Respon
     let handler = Arc::clone(&endpoint.handler);
     let started = Instant::now();
     let method = request.method().to_string();
+    let too_large = || {
+        let mut response = text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("moat proxy: endpoint requests are limited to {MAX_BODY} bytes.\n"),
+        );
+        // The rest of the body is not read: the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY as u64) {
+        return too_large();
+    }
     let (mut parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("moat proxy: endpoint requests are limited to {MAX_BODY} bytes.\n"),
-            );
-        }
+        Err(_) => return too_large(),
     };
     let Ok(body) = String::from_utf8(body.to_vec()) else {
         return text(

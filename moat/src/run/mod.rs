@@ -69,6 +69,7 @@ pub(crate) mod store;
 pub(crate) mod terminal;
 
 pub use audit::{AuditEntry, AuditError, AuditEvent, AuditLog, Tamper, Verification};
+pub use endpoint::ProviderEndpoint;
 pub use id::RunId;
 pub use logs::{LogLine, LogReader, LogWriter, Stream};
 pub use metadata::{RunMetadata, RunState, TransitionError};
