@@ -236,8 +236,14 @@ fn the_handler_gets_method_path_headers_and_body_but_never_the_token() {
     assert_eq!(recording.0.lock().unwrap().len(), 1);
 
     // The request log has a line for the call, without the token.
-    let log = std::fs::read_to_string(proxy.dir.path().join("run_rec/network.jsonl")).unwrap();
-    assert!(log.contains("endpoint:/_rec/sub?q=1"), "{log}");
+    let lines = moat_tests::read_log(
+        &proxy.dir.path().join("run_rec/network.jsonl"),
+        1,
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(lines[0]["url"], "endpoint:/_rec/sub?q=1", "{lines:?}");
+    assert_eq!(lines[0]["status_code"], 201, "{lines:?}");
+    let log = serde_json::to_string(&lines).unwrap();
     assert!(!log.contains(token.as_str()), "{log}");
 }
 
