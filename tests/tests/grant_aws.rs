@@ -211,7 +211,8 @@ fn without_role_it_is_asked_or_named() {
     env.cmd()
         .args(["grant", "aws", "--no-input"])
         .assert()
-        .code(5);
+        .code(5)
+        .stderr(contains("pass it: moat grant aws --role <ARN>"));
 }
 
 #[test]

@@ -136,7 +136,8 @@ async fn grant(context: &Context, name: &str, raw_options: &[String], no_input: 
         } => (values, no_input || trailing_no_input),
     };
     let (options, no_input) = options;
-    let mut answerer = TerminalAnswerer::new(InputMode::detect(no_input));
+    let mut answerer =
+        TerminalAnswerer::new(InputMode::detect(no_input)).with_options(&entry.info.grant_options);
     let credential = run_grant(entry, options, &mut answerer).await?;
     let path = context.store.save(entry.info.store_key(), &credential)?;
     tracing::info!(provider = %entry.info.name, path = %path.display(), "credential stored");
