@@ -40,6 +40,9 @@ const NAME: &str = "aws";
 pub const ENDPOINT_PATH: &str = "/_aws/credentials";
 /// Where the config and the helper are mounted in the container (read-only).
 pub const CONTAINER_DIR: &str = "/moat/aws";
+/// AWS's API hosts (the commercial, GovCloud and China partitions), allowed under the strict
+/// policy for a run that grants aws.
+const API_HOSTS: [&str; 2] = ["*.amazonaws.com", "*.amazonaws.com.cn"];
 /// moat's CA in the container (what the AWS CLI and SDKs must trust behind the proxy).
 const CONTAINER_CA_FILE: &str = "/etc/ssl/certs/moat-ca/ca.crt";
 
@@ -132,9 +135,11 @@ impl CredentialProvider for AwsProvider {
     }
 
     /// No header to inject: the container signs its AWS requests itself with the role's
-    /// temporary credentials.
+    /// temporary credentials. AWS's API hosts are allowed under the strict policy.
     async fn configure_proxy(&self, _: &Credential) -> ProviderResult<ProxyRules> {
-        Ok(ProxyRules::new())
+        let mut rules = ProxyRules::new();
+        rules.allow_hosts = API_HOSTS.iter().map(|h| h.to_string()).collect();
+        Ok(rules)
     }
 
     async fn container_env(&self, credential: &Credential) -> ProviderResult<Vec<EnvVar>> {

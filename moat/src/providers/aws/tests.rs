@@ -266,6 +266,16 @@ async fn the_endpoint_refuses_other_paths_and_methods_and_reports_sts_failures()
     }
 }
 
+#[tokio::test]
+async fn no_header_is_injected_and_aws_hosts_are_allowed() {
+    let rules = provider(Arc::new(FakeSts::default()))
+        .configure_proxy(&stored())
+        .await
+        .unwrap();
+    assert!(rules.rules.is_empty());
+    assert_eq!(rules.hosts(), vec!["*.amazonaws.com", "*.amazonaws.com.cn"]);
+}
+
 #[test]
 fn session_names_fit_sts() {
     assert_eq!(session_name("run_0123abcd"), "moat-run_0123abcd");
