@@ -84,7 +84,7 @@ fn a_container_process_gets_role_credentials_through_credential_process() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("credential_process = /moat/aws/credentials"),
+        stdout.contains("credential_process = sh /moat/aws/credentials"),
         "{stdout}"
     );
 

@@ -44,10 +44,11 @@ case "$status" in
 esac
 "#;
 
-/// The AWS config: the default profile gets its credentials from the helper.
+/// The AWS config: the default profile gets its credentials from the helper. Run by `sh`, so
+/// that a host temporary folder mounted `noexec` (bind mounts keep that flag) does not matter.
 pub(super) fn config(region: &str) -> String {
     format!(
-        "[default]\ncredential_process = {}/{HELPER}\nregion = {region}\n",
+        "[default]\ncredential_process = sh {}/{HELPER}\nregion = {region}\n",
         super::CONTAINER_DIR
     )
 }

@@ -304,7 +304,7 @@ async fn the_container_gets_the_config_helper_and_region_but_no_secret() {
 
     assert_eq!(
         files::config("eu-west-1"),
-        "[default]\ncredential_process = /moat/aws/credentials\nregion = eu-west-1\n"
+        "[default]\ncredential_process = sh /moat/aws/credentials\nregion = eu-west-1\n"
     );
     let helper = files::HELPER_SCRIPT;
     assert!(helper.starts_with("#!/bin/sh\n"));
