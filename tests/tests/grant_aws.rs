@@ -83,6 +83,7 @@ fn grant_assumes_the_role_with_the_host_credentials_and_stores_the_settings() {
         .get_output()
         .clone();
     let json: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(json["metadata"]["role_arn"], ROLE);
     assert_eq!(json["metadata"]["region"], "eu-west-1");
     assert_eq!(json["metadata"]["session_duration"], "1h");
     assert_eq!(json["metadata"]["external_id"], "ext-42");

@@ -13,6 +13,8 @@ pub(super) const META_REGION: &str = "region";
 pub(super) const META_DURATION: &str = "session_duration";
 pub(super) const META_EXTERNAL_ID: &str = "external_id";
 pub(super) const META_PROFILE: &str = "profile";
+/// The role ARN again, in the clear: the token is masked by listings, and the role is no secret.
+pub(super) const META_ROLE_ARN: &str = "role_arn";
 
 pub(super) const DEFAULT_REGION: &str = "us-east-1";
 pub(super) const DEFAULT_DURATION: Duration = Duration::from_secs(15 * 60);
@@ -169,6 +171,7 @@ impl RoleSettings {
     /// The stored credential: the role ARN as its token (not a secret), the rest as metadata.
     pub(crate) fn to_credential(&self, source: &str) -> Credential {
         let mut credential = Credential::new(NAME, Secret::new(self.role_arn.clone()))
+            .with_metadata(META_ROLE_ARN, self.role_arn.clone())
             .with_metadata(META_REGION, self.region.clone())
             .with_metadata(META_DURATION, format_duration(self.duration))
             .with_metadata(META_TOKEN_SOURCE, source);
@@ -306,6 +309,7 @@ mod tests {
         assert_eq!(credential.provider, "aws");
         assert_eq!(credential.token.expose(), settings.role_arn);
         assert_eq!(credential.metadata[META_DURATION], "1h");
+        assert_eq!(credential.metadata[META_ROLE_ARN], settings.role_arn);
         assert_eq!(credential.metadata[META_TOKEN_SOURCE], "flag");
         assert_eq!(
             RoleSettings::from_credential(&credential).unwrap(),
