@@ -22,6 +22,10 @@ pub struct EndpointDecl {
 pub struct EndpointRequest {
     /// The stored credential.
     pub credential: Credential,
+    /// The run whose container sent the request (a provider may key caches or session names by
+    /// it). Empty from hosts older than this field.
+    #[serde(default)]
+    pub run_id: String,
     /// HTTP method.
     pub method: String,
     /// Path and query.

@@ -23,12 +23,25 @@ pub struct GrantRequest {
     /// answer from defaults, and prefer a clear error naming the variable to set.
     #[serde(default)]
     pub interactive: bool,
+    /// The values of the provider's declared
+    /// [`grant_options`](crate::ProviderInfo::grant_options) given on `moat grant`'s command line,
+    /// by option name (`role` for `--role`). The same in every step of one grant.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 impl GrantRequest {
     /// The answer to prompt `id`, if given.
     pub fn answer(&self, id: &str) -> Option<&Answer> {
         self.answers.get(id)
+    }
+
+    /// The value of command-line option `name` (`role` for `--role`), if given and not empty.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// Adds an answer (builder style).

@@ -31,6 +31,40 @@ pub struct ProviderInfo {
     )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<Capability>,
+    /// Options `moat grant <name>` accepts on its command line (`--role <arn>`); their values
+    /// reach [`grant`](crate::CredentialProvider::grant) in
+    /// [`GrantRequest::options`](crate::GrantRequest::options). moat refuses any other option.
+    #[schemars(
+        description = "Options `moat grant <name>` accepts on its command line (`--role <arn>`); their values reach `grant` in `options`. moat refuses any other option."
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grant_options: Vec<GrantOption>,
+}
+
+/// A command-line option of `moat grant <provider>`: `--<name> <VALUE>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GrantOption {
+    /// The long flag without dashes (`role` for `--role`): lowercase letters, digits and `-`.
+    pub name: String,
+    /// One line for `moat grant <provider> --help`.
+    pub help: String,
+    /// The value's placeholder in help (`ARN`).
+    pub value_name: String,
+}
+
+impl GrantOption {
+    /// `--<name> <VALUE>`, explained by `help`.
+    pub fn new(
+        name: impl Into<String>,
+        value_name: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
+        GrantOption {
+            name: name.into(),
+            help: help.into(),
+            value_name: value_name.into(),
+        }
+    }
 }
 
 impl ProviderInfo {
@@ -43,6 +77,7 @@ impl ProviderInfo {
             implied_dependencies: Vec::new(),
             store_key: None,
             capabilities: Vec::new(),
+            grant_options: Vec::new(),
         }
     }
 

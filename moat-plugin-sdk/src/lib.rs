@@ -92,7 +92,7 @@ pub use credential::{Credential, META_TOKEN_SOURCE};
 pub use endpoint::{EndpointDecl, EndpointRequest, EndpointResponse, Refreshed, RunStoppedContext};
 pub use error::{ErrorKind, ProviderError, ProviderResult};
 pub use grant::{Answer, ChoiceOption, GrantRequest, GrantStep, Prompt, PromptKind};
-pub use info::{Capability, ProviderInfo, validate_name};
+pub use info::{Capability, GrantOption, ProviderInfo, validate_name};
 pub use provider::{
     AgentProvider, CredentialProvider, EndpointProvider, RefreshableProvider, RunStoppedHook,
 };

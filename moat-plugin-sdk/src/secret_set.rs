@@ -333,7 +333,8 @@ fn percent_encode(text: &str) -> String {
 
 /// True for a name (a metadata key, an environment variable) that suggests its value is secret:
 /// it contains `token`, `secret`, `password`, `key`, `cookie`, `session`, `jwt`, `bearer`,
-/// `credential`, `private` or `client_id` (in any case), or is [`META_TOKEN_SOURCE`].
+/// `credential`, `private` or `client_id` (in any case), or is [`META_TOKEN_SOURCE`]; except a
+/// name ending in `_duration` (`session_duration`): a length of time is never a secret.
 ///
 /// A heuristic on names, for values nobody declared secret; a [`SecretSet`] hides values that
 /// are known to be.
@@ -352,6 +353,9 @@ pub fn looks_secret_key(name: &str) -> bool {
         "private",
     ];
     let name = name.to_ascii_lowercase();
+    if name.ends_with("_duration") {
+        return false;
+    }
     name == META_TOKEN_SOURCE || SECRET_WORDS.iter().any(|word| name.contains(word))
 }
 
@@ -582,7 +586,13 @@ mod tests {
         ] {
             assert!(looks_secret_key(key), "{key}");
         }
-        for key in ["username", "host", "scopes", "expires_at"] {
+        for key in [
+            "username",
+            "host",
+            "scopes",
+            "expires_at",
+            "session_duration",
+        ] {
             assert!(!looks_secret_key(key), "{key}");
         }
     }

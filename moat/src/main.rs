@@ -12,6 +12,7 @@ use moat::home::MoatHome;
 use moat::plugin::{PluginConfig, Plugins};
 use moat::provider::Registry;
 use moat::providers::anthropic::AnthropicProvider;
+use moat::providers::aws::AwsProvider;
 use moat::providers::claude::ClaudeProvider;
 use moat::providers::codex::CodexProvider;
 use moat::providers::gemini::GeminiProvider;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     registry.register_builtin(Arc::new(AnthropicProvider::from_env()));
     registry.register_builtin(Arc::new(CodexProvider::from_env()));
     registry.register_builtin(Arc::new(GeminiProvider::from_env()));
+    registry.register_builtin(Arc::new(AwsProvider::from_env()));
     // Then the user's provider files ($MOAT_HOME/providers/*.yaml|*.yml): what the user wrote
     // beats any plugin and the bundled catalogue. A broken file is a warning, never fatal.
     let mut declared_warnings = match MoatHome::from_env() {

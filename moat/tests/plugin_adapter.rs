@@ -253,6 +253,7 @@ async fn an_unknown_method_is_unsupported() {
     let err = endpoint
         .endpoint(moat_plugin_sdk::EndpointRequest {
             credential: Credential::new("ep", "t"),
+            run_id: "run-1".into(),
             method: "GET".into(),
             path: "/x".into(),
             headers: Default::default(),

@@ -43,6 +43,7 @@ mod proxy;
 mod reporter;
 mod secrets;
 mod stream;
+mod sts;
 
 pub use ai::{
     FakeGoogle, OPENAI_RATE_LIMITED_KEY, fake_gemini_api, fake_google, fake_openai, form_fields,
@@ -61,6 +62,7 @@ pub use secrets::{
     assert_no_secret, assert_no_secret_in_dir, assert_no_secret_named, files_containing,
 };
 pub use stream::{PatternBody, PatternCheck, PatternReader, Seen, StreamServer, pattern_byte};
+pub use sts::{FAKE_ROLE_ACCESS_KEY, fake_sts, parse_form};
 
 #[cfg(test)]
 mod tests {

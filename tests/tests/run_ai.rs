@@ -356,7 +356,7 @@ done
 fn moat_agent(env: &MoatEnv, agent: &str) -> Output {
     env.cmd()
         .arg(agent)
-        .args(["--image", &docker::ensure_base_image()])
+        .args(["--image", docker::ensure_base_image()])
         .args(["-e", "PATH=/workspace/bin:/usr/local/bin:/usr/bin:/bin"])
         .args(["-p", "hello there"])
         .timeout(Duration::from_secs(180))

@@ -71,6 +71,7 @@ fn trace_reads_the_request_log_the_proxy_writes() {
             },
             log: Some(paths.network.clone()),
             blocked: None,
+            endpoints: Vec::new(),
         })
         .unwrap();
     let client = reqwest::blocking::Client::builder()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use moat_plugin_sdk::{Credential, looks_secret_key};
+use moat_plugin_sdk::{Credential, ProviderInfo, looks_secret_key};
 use serde::Serialize;
 
 use super::prompt::{InputMode, TerminalAnswerer};
@@ -21,6 +21,9 @@ Without a terminal, secrets are read one line at a time from stdin:
 With --no-input nothing is read, and a missing answer fails with the name of
 the variable to set.
 
+A provider may take options of its own after its name; 'moat grant
+<provider> --help' lists them.
+
 Providers declared in YAML ($MOAT_HOME/providers/, and the bundled catalogue)
 grant the same way: their variables, then a hidden prompt, then their check.
 'moat provider new <name>' writes one.
@@ -28,6 +31,7 @@ grant the same way: their variables, then a hidden prompt, then their check.
 Examples:
   moat grant github
   GITHUB_TOKEN=ghp_... moat grant github --no-input
+  moat grant aws --role arn:aws:iam::123456789012:role/agent --region eu-west-1
   moat grant providers --json";
 
 #[derive(Debug, Args)]
@@ -40,9 +44,16 @@ pub struct GrantArgs {
     #[command(subcommand)]
     command: Option<GrantCommand>,
 
-    /// The provider to grant (`moat grant providers` lists them).
-    #[arg(required = true, value_name = "PROVIDER")]
-    provider: Option<String>,
+    /// The provider to grant (`moat grant providers` lists them), then its own options
+    /// (`--role <arn>`): `moat grant <provider> --help` lists them.
+    #[arg(
+        required = true,
+        value_name = "PROVIDER [OPTIONS]",
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    provider: Vec<String>,
 
     /// Never prompt or read stdin: fail instead, naming what to set.
     #[arg(long, env = "MOAT_NO_INPUT", value_parser = clap::builder::FalseyValueParser::new())]
@@ -82,7 +93,7 @@ impl GrantArgs {
         if self.command.is_some() {
             return None;
         }
-        let name = self.provider.as_deref()?;
+        let name = self.provider.first()?.as_str();
         let base = name.split_once(':').map_or(name, |(base, _)| base);
         Some(base.to_string())
     }
@@ -94,15 +105,16 @@ pub async fn run(context: &Context, args: GrantArgs) -> CliResult {
         Some(GrantCommand::List(flag)) => list(context, flag.json),
         Some(GrantCommand::Show(show_args)) => show(context, show_args),
         None => {
-            let provider = args
+            let (provider, options) = args
                 .provider
+                .split_first()
                 .expect("clap requires PROVIDER without a subcommand");
-            grant(context, &provider, args.no_input).await
+            grant(context, provider, options, args.no_input).await
         }
     }
 }
 
-async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
+async fn grant(context: &Context, name: &str, raw_options: &[String], no_input: bool) -> CliResult {
     if let Some((base, _)) = name.split_once(':')
         && context.registry.get(base).is_some()
     {
@@ -118,8 +130,20 @@ async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
         Some(entry) => entry,
         None => return Err(unknown_provider(context, name)),
     };
-    let mut answerer = TerminalAnswerer::new(InputMode::detect(no_input));
-    let credential = run_grant(entry, &mut answerer).await?;
+    let options = match parse_options(&entry.info, raw_options)? {
+        Parsed::Help => {
+            print!("{}", options_help(&entry.info));
+            return Ok(());
+        }
+        Parsed::Options {
+            values,
+            no_input: trailing_no_input,
+        } => (values, no_input || trailing_no_input),
+    };
+    let (options, no_input) = options;
+    let mut answerer =
+        TerminalAnswerer::new(InputMode::detect(no_input)).with_options(&entry.info.grant_options);
+    let credential = run_grant(entry, options, &mut answerer).await?;
     let path = context.store.save(entry.info.store_key(), &credential)?;
     tracing::info!(provider = %entry.info.name, path = %path.display(), "credential stored");
     println!(
@@ -128,6 +152,99 @@ async fn grant(context: &Context, name: &str, no_input: bool) -> CliResult {
         context.profile_suffix()
     );
     Ok(())
+}
+
+/// What follows the provider's name on the command line.
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    /// `--help` (or `-h`) among them: show the provider's options.
+    Help,
+    /// The declared options' values, and whether `--no-input` came after the name.
+    Options {
+        values: BTreeMap<String, String>,
+        no_input: bool,
+    },
+}
+
+/// Reads `--<name> <value>` and `--<name>=<value>` for the options `info` declares; anything
+/// else is a usage error listing what the provider takes.
+fn parse_options(info: &ProviderInfo, raw: &[String]) -> Result<Parsed, CliError> {
+    let mut values = BTreeMap::new();
+    let mut no_input = false;
+    let mut words = raw.iter();
+    while let Some(word) = words.next() {
+        if word == "--help" || word == "-h" {
+            return Ok(Parsed::Help);
+        }
+        if word == "--no-input" {
+            no_input = true;
+            continue;
+        }
+        let Some(flag) = word.strip_prefix("--") else {
+            return Err(usage(info, &format!("unexpected argument {word:?}")));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (flag, None),
+        };
+        if !info.grant_options.iter().any(|option| option.name == name) {
+            return Err(usage(
+                info,
+                &format!("moat grant {} takes no option --{name}", info.name),
+            ));
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => match words.next() {
+                Some(value) => value.clone(),
+                None => return Err(usage(info, &format!("--{name} needs a value"))),
+            },
+        };
+        if values.insert(name.to_string(), value).is_some() {
+            return Err(usage(info, &format!("--{name} is given twice")));
+        }
+    }
+    Ok(Parsed::Options { values, no_input })
+}
+
+fn usage(info: &ProviderInfo, message: &str) -> CliError {
+    let hint = if info.grant_options.is_empty() {
+        format!(
+            "moat grant {} takes no options of its own besides --no-input.",
+            info.name
+        )
+    } else {
+        options_help(info).trim_end().to_string()
+    };
+    CliError::new(message).hint(hint).code(code::USAGE)
+}
+
+/// `moat grant <provider> --help`: the provider's own options.
+fn options_help(info: &ProviderInfo) -> String {
+    let mut text = format!(
+        "Usage: moat grant {} [--no-input]{}\n\n{}\n",
+        info.name,
+        if info.grant_options.is_empty() {
+            ""
+        } else {
+            " [OPTIONS]"
+        },
+        info.description
+    );
+    if info.grant_options.is_empty() {
+        return text;
+    }
+    text.push_str("\nOptions:\n");
+    let flags: Vec<String> = info
+        .grant_options
+        .iter()
+        .map(|option| format!("--{} <{}>", option.name, option.value_name))
+        .collect();
+    let width = flags.iter().map(String::len).max().unwrap_or(0);
+    for (flag, option) in flags.iter().zip(&info.grant_options) {
+        text.push_str(&format!("  {flag:<width$}  {}\n", option.help));
+    }
+    text
 }
 
 /// Why `name` is not a provider: a plugin of that name that cannot be used says why and what to
@@ -387,6 +504,81 @@ fn print_json(value: &impl Serialize) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info_with_options() -> ProviderInfo {
+        let mut info = ProviderInfo::new("cloud", "Cloud role");
+        info.grant_options = vec![
+            moat_plugin_sdk::GrantOption::new("role", "ARN", "The role to assume"),
+            moat_plugin_sdk::GrantOption::new("region", "REGION", "The region"),
+        ];
+        info
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn declared_options_are_read_in_both_forms() {
+        let parsed = parse_options(
+            &info_with_options(),
+            &words("--role arn:x --no-input --region=eu-west-1"),
+        )
+        .unwrap();
+        let Parsed::Options { values, no_input } = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert!(no_input);
+        assert_eq!(values["role"], "arn:x");
+        assert_eq!(values["region"], "eu-west-1");
+        assert_eq!(
+            parse_options(&info_with_options(), &[]).unwrap(),
+            Parsed::Options {
+                values: BTreeMap::new(),
+                no_input: false
+            }
+        );
+    }
+
+    #[test]
+    fn undeclared_missing_or_repeated_options_are_usage_errors() {
+        let info = info_with_options();
+        for bad in [
+            "--profile x",
+            "--role",
+            "--role a --role b",
+            "stray",
+            "-r x",
+        ] {
+            let err = parse_options(&info, &words(bad)).unwrap_err();
+            assert_eq!(err.exit_code(), code::USAGE, "{bad}");
+            assert!(format!("{err:?}").contains("--role <ARN>"), "{bad}");
+        }
+        let bare = ProviderInfo::new("plain", "Plain");
+        let err = parse_options(&bare, &words("--role x")).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("takes no option --role"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn help_lists_the_providers_options() {
+        assert_eq!(
+            parse_options(&info_with_options(), &words("--role x --help")).unwrap(),
+            Parsed::Help
+        );
+        let help = options_help(&info_with_options());
+        assert!(
+            help.contains("Usage: moat grant cloud [--no-input] [OPTIONS]"),
+            "{help}"
+        );
+        assert!(
+            help.contains("  --role <ARN>       The role to assume"),
+            "{help}"
+        );
+        assert!(help.contains("  --region <REGION>  The region"), "{help}");
+    }
 
     #[test]
     fn metadata_labels_keep_namespaced_keys_verbatim() {

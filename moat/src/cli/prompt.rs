@@ -35,12 +35,27 @@ impl InputMode {
 /// Answers prompts on stderr/stdin according to an [`InputMode`].
 pub struct TerminalAnswerer {
     mode: InputMode,
+    /// The provider's grant options, `(name, value name)`: a prompt of the same id can be
+    /// answered on the command line instead, which the "needs input" hint says.
+    options: Vec<(String, String)>,
 }
 
 impl TerminalAnswerer {
     /// An answerer in `mode`.
     pub fn new(mode: InputMode) -> Self {
-        TerminalAnswerer { mode }
+        TerminalAnswerer {
+            mode,
+            options: Vec::new(),
+        }
+    }
+
+    /// Names the provider's grant options (builder style).
+    pub fn with_options(mut self, options: &[moat_plugin_sdk::GrantOption]) -> Self {
+        self.options = options
+            .iter()
+            .map(|o| (o.name.clone(), o.value_name.clone()))
+            .collect();
+        self
     }
 
     fn read_line(
@@ -71,6 +86,9 @@ impl TerminalAnswerer {
             _ => "stdin ended before it was answered",
         };
         let mut ways = Vec::new();
+        if let Some((name, value)) = self.options.iter().find(|(name, _)| *name == prompt.id) {
+            ways.push(format!("pass it: moat grant {provider} --{name} <{value}>"));
+        }
         if let Some(env) = &prompt.env {
             ways.push(format!("set {env}"));
         }

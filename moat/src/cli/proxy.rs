@@ -111,6 +111,7 @@ pub async fn run(context: &Context, args: ProxyArgs) -> CliResult {
         policy,
         log: Some(log.clone()),
         blocked: Some(blocked),
+        endpoints: Vec::new(),
     })?;
     tokio::spawn(report_blocked(refusals, "moat proxy"));
     let ca_cert = ca.cert_path();

@@ -336,6 +336,7 @@ fn the_grant_asks_a_hidden_question_with_the_declared_text_and_variables() {
     let step = tokio_block(p.grant(GrantRequest {
         answers: Default::default(),
         interactive: true,
+        options: Default::default(),
     }))
     .unwrap();
     let GrantStep::Ask { prompts, .. } = step else {

@@ -544,6 +544,7 @@ impl Session<'_> {
             for declared in &init.endpoints {
                 let request = EndpointRequest {
                     credential: credential.clone(),
+                    run_id: "moat-plugin-check".into(),
                     method: "GET".into(),
                     path: declared.path.clone(),
                     headers: Default::default(),

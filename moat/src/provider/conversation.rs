@@ -4,6 +4,8 @@
 //! from (a terminal, a pipe, nowhere) is the caller's [`Answerer`]; this module only enforces the
 //! rules a provider must follow, the same for a built-in and a plugin.
 
+use std::collections::BTreeMap;
+
 use moat_plugin_sdk::{
     Answer, Credential, ErrorKind, GrantRequest, GrantStep, Prompt, ProviderError,
 };
@@ -25,15 +27,18 @@ pub trait Answerer {
     fn interactive(&self) -> bool;
 }
 
-/// Runs `entry`'s grant until it yields a credential, and checks that credential.
+/// Runs `entry`'s grant until it yields a credential, and checks that credential. `options` are
+/// the values of the provider's declared grant options (`--role <arn>`), passed in every step.
 pub async fn run_grant(
     entry: &Entry,
+    options: BTreeMap<String, String>,
     answerer: &mut dyn Answerer,
 ) -> Result<Credential, ProviderError> {
     let name = &entry.info.name;
     let mut request = GrantRequest {
         answers: Default::default(),
         interactive: answerer.interactive(),
+        options,
     };
     for _ in 0..MAX_STEPS {
         match entry.provider.grant(request.clone()).await? {
@@ -142,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn asks_then_completes() {
         let mut answerer = Scripted(vec![Answer::Secret(Secret::new("t0k"))], vec![]);
-        let credential = run_grant(&entry(asking_for_token()), &mut answerer)
+        let credential = run_grant(&entry(asking_for_token()), BTreeMap::new(), &mut answerer)
             .await
             .unwrap();
         assert_eq!(credential.token.expose(), "t0k");
@@ -152,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn unanswerable_question_is_the_answerers_error() {
         let mut answerer = Scripted(vec![], vec![]);
-        let err = run_grant(&entry(asking_for_token()), &mut answerer)
+        let err = run_grant(&entry(asking_for_token()), BTreeMap::new(), &mut answerer)
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NeedsInput);
@@ -168,7 +173,9 @@ mod tests {
             })
         });
         let mut answerer = Scripted((0..100).map(|_| Answer::Text("x".into())).collect(), vec![]);
-        let err = run_grant(&entry(looping), &mut answerer).await.unwrap_err();
+        let err = run_grant(&entry(looping), BTreeMap::new(), &mut answerer)
+            .await
+            .unwrap_err();
         assert!(err.message.contains("did not finish"), "{err}");
     }
 
@@ -184,10 +191,34 @@ mod tests {
             vec![Answer::Text("a".into()), Answer::Text("b".into())],
             vec![],
         );
-        let err = run_grant(&entry(stubborn), &mut answerer)
+        let err = run_grant(&entry(stubborn), BTreeMap::new(), &mut answerer)
             .await
             .unwrap_err();
         assert!(err.message.contains("asked \"q\" again"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn options_reach_every_step() {
+        let echo = MockProvider::new("m").grant_with(|req| {
+            let region = req.option("region").unwrap_or("none").to_string();
+            match req.answer("token").and_then(Answer::as_secret) {
+                None => Ok(GrantStep::Ask {
+                    prompts: vec![Prompt::secret("token", "Token")],
+                    notes: vec![format!("first step sees {region}")],
+                }),
+                Some(token) => Ok(GrantStep::Done {
+                    credential: Credential::new("m", token.clone()).with_metadata("region", region),
+                    notes: vec![],
+                }),
+            }
+        });
+        let options = BTreeMap::from([("region".to_string(), "eu-west-1".to_string())]);
+        let mut answerer = Scripted(vec![Answer::Secret(Secret::new("t"))], vec![]);
+        let credential = run_grant(&entry(echo), options, &mut answerer)
+            .await
+            .unwrap();
+        assert_eq!(answerer.1, vec!["first step sees eu-west-1"]);
+        assert_eq!(credential.metadata["region"], "eu-west-1");
     }
 
     #[tokio::test]
@@ -198,7 +229,7 @@ mod tests {
                 notes: vec![],
             })
         });
-        let err = run_grant(&entry(liar), &mut Scripted(vec![], vec![]))
+        let err = run_grant(&entry(liar), BTreeMap::new(), &mut Scripted(vec![], vec![]))
             .await
             .unwrap_err();
         assert!(

@@ -3,6 +3,7 @@
 //! moat names them.
 
 pub mod anthropic;
+pub mod aws;
 pub mod catalogue;
 pub mod claude;
 pub mod codex;

@@ -5,7 +5,9 @@
 //! - absolute-URI requests (`GET http://host/path`): proxy authentication, then the request
 //!   pipeline ([`super::pipeline`]). Over cleartext only extra and removed headers apply, never
 //!   credentials.
-//! - anything else: `400`.
+//! - origin-form requests (`GET /_x/credentials`, sent to the proxy itself): a run's endpoints
+//!   ([`super::endpoint`]), authenticated by `Authorization: Bearer <run token>`; without that
+//!   header, `400`.
 //!
 //! Timeouts: a request head must arrive within [`ProxyConfig::header_timeout`] (this also closes
 //! idle keep-alive connections), a tunnel's TLS handshake within
@@ -35,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::auth::authenticate;
 use super::body::ProxyBody;
 use super::ca::CertificateAuthority;
+use super::endpoint;
 use super::host::Target;
 use super::pipeline::{Scheme, handle, host_agrees};
 use super::respond::text;
@@ -240,7 +243,8 @@ async fn serve_client(
         move |request: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             if !auth.authenticated.load(Ordering::SeqCst)
-                && authenticate(&shared.registry, request.headers()).is_ok()
+                && (authenticate(&shared.registry, request.headers()).is_ok()
+                    || endpoint::authenticates(&shared.registry, request.headers()))
             {
                 auth.authenticated();
             }
@@ -268,6 +272,9 @@ async fn proxy_request(shared: Arc<Shared>, request: Request<Incoming>) -> Respo
     }
     if request.uri().scheme().is_some() {
         return absolute(&shared, request).await;
+    }
+    if request.uri().path().starts_with('/') {
+        return endpoint::serve(&shared, request).await;
     }
     text(
         StatusCode::BAD_REQUEST,

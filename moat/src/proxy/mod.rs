@@ -10,7 +10,8 @@
 //! | `ca` | the CA under `$MOAT_HOME/proxy/ca/`, one leaf per host, bounded cache |
 //! | `runs` | runs, their tokens, rules and policy; atomic replace; removal |
 //! | `auth` | `Proxy-Authorization` (Basic password or Bearer) → run, else `407` |
-//! | `listener` | binding, the accept loop, dispatch: `CONNECT`, absolute-URI requests, else `400` |
+//! | `listener` | binding, the accept loop, dispatch: `CONNECT`, absolute-URI requests, origin-form requests to `endpoint` |
+//! | `endpoint` | paths a run's container asks the proxy itself (`Authorization: Bearer <run token>`), answered by the run's [`EndpointHandler`]s |
 //! | `tunnel` | `CONNECT` → policy → TLS with a minted leaf (SNI checked) → h1/h2 inside |
 //! | `pipeline` | one forwarded request in named steps: policy, rules in, upstream, upgrade relay, response shaping, log line |
 //! | `hop` | hop-by-hop headers and connection upgrades |
@@ -42,6 +43,7 @@ mod auth;
 mod blocked;
 mod body;
 pub(crate) mod ca;
+mod endpoint;
 mod glob;
 mod hop;
 mod host;
@@ -57,6 +59,7 @@ pub(crate) mod upstream;
 
 pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};
+pub use endpoint::{Endpoint, EndpointCall, EndpointHandler, MAX_BODY as ENDPOINT_MAX_BODY};
 pub use host::HostError;
 pub use inject::{RulesError, SUBSTITUTION_BODY_LIMIT};
 pub use listener::{Proxy, ProxyConfig, ProxyHandle};

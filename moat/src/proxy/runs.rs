@@ -18,6 +18,7 @@ use ring::rand::SecureRandom as _;
 use tokio::sync::mpsc;
 
 use super::blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
+use super::endpoint::{Endpoint, valid_path};
 use super::inject::{CompiledRules, RulesError};
 use super::log::RequestLog;
 use super::policy::{CompiledPolicy, NetworkPolicy, PolicyError};
@@ -36,6 +37,8 @@ pub struct RunSpec {
     /// Where to announce refused requests: one [`Blocked`] per host and reason (the proxy
     /// dedupes), so the user learns what a client hid. A closed receiver is ignored.
     pub blocked: Option<mpsc::UnboundedSender<Blocked>>,
+    /// Paths the proxy answers itself for this run's container ([`super::endpoint`]).
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// A run's proxy token: the password of `http://moat:<token>@host:port`. It opens the proxy for
@@ -100,6 +103,9 @@ pub enum RunError {
     /// No run has this token.
     #[error("no run is registered with this token")]
     UnknownRun,
+    /// An endpoint path that is not `/` followed by a path without query or white space.
+    #[error("invalid endpoint path {0:?} (want /<path>, without query or white space)")]
+    BadEndpoint(String),
     /// A token that is not one moat would issue.
     #[error("invalid run token (want 32 to 128 letters, digits, '-' or '_')")]
     BadToken,
@@ -118,6 +124,7 @@ fn hash(token: &str) -> TokenHash {
 pub(crate) struct Run {
     pub id: String,
     pub log: Option<RequestLog>,
+    pub endpoints: Vec<Endpoint>,
     policy: NetworkPolicy,
     state: RwLock<Arc<RunState>>,
     blocked: Option<BlockedSink>,
@@ -210,6 +217,9 @@ impl RunRegistry {
     /// keep their proxy URL across a proxy restart.
     pub fn register_with_token(&self, token: &RunToken, spec: RunSpec) -> Result<(), RunError> {
         let state = RunState::build(&spec.grants, &spec.policy)?;
+        if let Some(bad) = spec.endpoints.iter().find(|e| !valid_path(&e.path)) {
+            return Err(RunError::BadEndpoint(bad.path.clone()));
+        }
         let log = match &spec.log {
             Some(path) => Some(RequestLog::open(path).map_err(|source| RunError::Log {
                 path: path.clone(),
@@ -220,6 +230,7 @@ impl RunRegistry {
         let run = Arc::new(Run {
             id: spec.id,
             log,
+            endpoints: spec.endpoints,
             policy: spec.policy,
             state: RwLock::new(Arc::new(state)),
             blocked: spec.blocked.map(|sender| BlockedSink {

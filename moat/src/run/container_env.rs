@@ -18,6 +18,11 @@ use crate::runtime::init::CA_FILE;
 /// The name the container reaches the proxy by (an extra hosts entry).
 pub const PROXY_HOST: &str = "moat-proxy";
 
+/// The base URL of the providers' endpoints in the container (`http://moat-proxy:<port>`).
+pub const ENDPOINT_URL_ENV: &str = "MOAT_ENDPOINT_URL";
+/// The run's token for the providers' endpoints (`Authorization: Bearer <token>`).
+pub const ENDPOINT_TOKEN_ENV: &str = "MOAT_ENDPOINT_TOKEN";
+
 /// Variables that point a client at a CA file. Each is set to [`CA_FILE`]: every HTTPS connection
 /// from the container goes through the proxy, whose certificates moat's CA signs.
 const CA_VARIABLES: [&str; 5] = [
@@ -143,6 +148,15 @@ impl ContainerEnv {
         }
     }
 
+    /// Tells the container how to reach its providers' endpoints ([`ENDPOINT_URL_ENV`],
+    /// [`ENDPOINT_TOKEN_ENV`]): the proxy itself (requests sent directly, not through it as a
+    /// proxy) and the run's token, sent as `Authorization: Bearer`. Set only for runs that grant
+    /// a provider with endpoints; the token is the one the proxy URL already carries.
+    pub fn set_endpoint_access(&mut self, port: u16, token: &str) {
+        self.set_own(ENDPOINT_URL_ENV, format!("http://{PROXY_HOST}:{port}"));
+        self.set_own(ENDPOINT_TOKEN_ENV, token);
+    }
+
     /// Removes `name` if it was set by a provider; moat's own variables stay.
     pub fn withhold(&mut self, name: &str) {
         if !is_reserved(name) {
@@ -228,6 +242,21 @@ mod tests {
             port: 41000,
             token: TOKEN,
         }))
+    }
+
+    #[test]
+    fn endpoint_access_is_moats_own_and_only_when_asked() {
+        let mut env = with_proxy();
+        assert_eq!(env.get(ENDPOINT_URL_ENV), None);
+        env.set_endpoint_access(41000, TOKEN);
+        assert_eq!(env.get(ENDPOINT_URL_ENV), Some("http://moat-proxy:41000"));
+        assert_eq!(env.get(ENDPOINT_TOKEN_ENV), Some(TOKEN));
+        env.layer(
+            Origin::Flag,
+            vec![EnvVar::new(ENDPOINT_URL_ENV, "http://evil:1")],
+        );
+        assert_eq!(env.get(ENDPOINT_URL_ENV), Some("http://moat-proxy:41000"));
+        assert_eq!(env.warnings.len(), 1);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use super::audit::{AuditError, AuditEvent, AuditLog};
 use super::container_env::{ContainerEnv, Origin, PROXY_HOST, ProxyAccess};
+use super::endpoint::ProviderEndpoint;
 use super::id::RunId;
 use super::logs::{LogWriter, Stream};
 use super::metadata::{RunMetadata, RunState};
@@ -401,12 +402,26 @@ impl Manager {
         let proxy_addr = proxy.addr();
         let proxy: Box<dyn ProxyHost> = Box::new(proxy);
         let (blocked_tx, mut blocked_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Providers with endpoints answer their paths for this run's container only.
+        let endpoints: Vec<_> = grants
+            .iter()
+            .flat_map(|grant| {
+                ProviderEndpoint::endpoints(
+                    grant.name(),
+                    &grant.entry.provider,
+                    &grant.credential,
+                    id.as_str(),
+                )
+            })
+            .collect();
+        let has_endpoints = !endpoints.is_empty();
         let token = proxy.register(RunSpec {
             id: id.to_string(),
             grants: grants.iter().map(|g| g.rules.clone()).collect(),
             policy: request.policy.clone(),
             log: Some(paths.network.clone()),
             blocked: Some(blocked_tx),
+            endpoints,
         })?;
         acquired.token = Some(token.clone());
         acquired.proxy = Some(proxy);
@@ -417,6 +432,9 @@ impl Manager {
             port: proxy_addr.port(),
             token: token.as_str(),
         }));
+        if has_endpoints {
+            env.set_endpoint_access(proxy_addr.port(), token.as_str());
+        }
         let mut mounts = vec![
             BindMount {
                 source: workspace.to_path_buf(),

@@ -11,6 +11,7 @@
 //! | [`network`] | reading the proxy's `network.jsonl` for `moat trace` |
 //! | [`manager`] | the manager: one run from its grants to its exit code, and everything given back |
 //! | `container_env` | the container's environment: proxy, CA, placeholders, the user's variables |
+//! | `endpoint` | a granted provider's endpoints, answered through the proxy for the run's container |
 //! | `proxy_host` | where the run's proxy lives (in this process today; a daemon later) |
 //! | `refresh` | renewing credentials before they expire, swapping the run's rules in place |
 //! | `terminal` | `moat run -i` on a terminal: raw mode, its size, stdin read without blocking exit |
@@ -55,6 +56,7 @@
 
 pub mod audit;
 pub(crate) mod container_env;
+pub(crate) mod endpoint;
 pub(crate) mod id;
 pub(crate) mod logs;
 pub mod manager;
@@ -67,6 +69,7 @@ pub(crate) mod store;
 pub(crate) mod terminal;
 
 pub use audit::{AuditEntry, AuditError, AuditEvent, AuditLog, Tamper, Verification};
+pub use endpoint::ProviderEndpoint;
 pub use id::RunId;
 pub use logs::{LogLine, LogReader, LogWriter, Stream};
 pub use metadata::{RunMetadata, RunState, TransitionError};
