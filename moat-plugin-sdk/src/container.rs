@@ -201,6 +201,67 @@ pub struct AgentOption {
     pub run_meta: Option<String>,
 }
 
+impl AgentOption {
+    /// `--<long>` (and `-<short>`) without a value, adding `argv` when given.
+    pub fn flag(long: &str, short: Option<char>, help: &str, argv: &[&str]) -> Self {
+        AgentOption {
+            long: long.into(),
+            short,
+            help: help.into(),
+            value_name: None,
+            argv: argv.iter().map(|word| (*word).to_owned()).collect(),
+            batch: false,
+            conflicts_with: Vec::new(),
+            run_meta: None,
+        }
+    }
+
+    /// `--<long> <VALUE_NAME>`, adding `argv` with `{value}` replaced by the value.
+    pub fn value(
+        long: &str,
+        short: Option<char>,
+        value_name: &str,
+        help: &str,
+        argv: &[&str],
+    ) -> Self {
+        AgentOption {
+            value_name: Some(value_name.into()),
+            ..AgentOption::flag(long, short, help, argv)
+        }
+    }
+
+    /// Makes the run non-interactive when given (a one-shot prompt).
+    pub fn batch(mut self) -> Self {
+        self.batch = true;
+        self
+    }
+
+    /// Refuses this option together with the options named `longs`.
+    pub fn conflicts_with(mut self, longs: &[&str]) -> Self {
+        self.conflicts_with = longs.iter().map(|long| (*long).to_owned()).collect();
+        self
+    }
+
+    /// Reads the value as a moat run and substitutes its `provider_meta.<key>`.
+    pub fn run_meta(mut self, key: &str) -> Self {
+        self.run_meta = Some(key.into());
+        self
+    }
+}
+
+impl ContainerConfig {
+    /// Only init files: no environment, mounts, cleanup or withheld variables.
+    pub fn from_init_files(init_files: Vec<InitFile>) -> Self {
+        ContainerConfig {
+            files: ContainerFiles {
+                init_files,
+                ..ContainerFiles::default()
+            },
+            ..ContainerConfig::default()
+        }
+    }
+}
+
 fn is_false(value: &bool) -> bool {
     !value
 }

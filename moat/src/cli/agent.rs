@@ -408,15 +408,10 @@ mod tests {
     use super::*;
 
     fn option(long: &str, short: Option<char>, value: Option<&str>, argv: &[&str]) -> AgentOption {
-        AgentOption {
-            long: long.into(),
-            short,
-            help: format!("the {long} option"),
-            value_name: value.map(Into::into),
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-            batch: false,
-            conflicts_with: Vec::new(),
-            run_meta: None,
+        let help = format!("the {long} option");
+        match value {
+            Some(value_name) => AgentOption::value(long, short, value_name, &help, argv),
+            None => AgentOption::flag(long, short, &help, argv),
         }
     }
 

@@ -60,42 +60,30 @@ impl ClaudeProvider {
 
 /// `moat claude [PATH] [-p PROMPT] [-c | -r RUN]`.
 pub fn agent_command() -> AgentCommand {
-    let option =
-        |long: &str, short: char, help: &str, value: Option<&str>, argv: &[&str]| AgentOption {
-            long: long.into(),
-            short: Some(short),
-            help: help.into(),
-            value_name: value.map(Into::into),
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-            batch: false,
-            conflicts_with: Vec::new(),
-            run_meta: None,
-        };
-    let mut prompt = option(
+    let prompt = AgentOption::value(
         "prompt",
-        'p',
+        Some('p'),
+        "PROMPT",
         "Run this prompt non-interactively and print the answer",
-        Some("PROMPT"),
         &["-p", "{value}"],
-    );
-    prompt.batch = true;
-    let mut cont = option(
+    )
+    .batch();
+    let cont = AgentOption::flag(
         "continue",
-        'c',
+        Some('c'),
         "Continue the most recent conversation in this workspace",
-        None,
         &["--continue"],
-    );
-    cont.conflicts_with = vec!["resume".into()];
-    let mut resume = option(
+    )
+    .conflicts_with(&["resume"]);
+    let resume = AgentOption::value(
         "resume",
-        'r',
+        Some('r'),
+        "RUN",
         "Resume the conversation of an earlier run (its name or id)",
-        Some("RUN"),
         &["--resume", "{value}"],
-    );
-    resume.run_meta = Some(META_SESSION_ID.into());
-    resume.conflicts_with = vec!["continue".into()];
+    )
+    .run_meta(META_SESSION_ID)
+    .conflicts_with(&["continue"]);
     AgentCommand {
         name: NAME.into(),
         about: "Run Claude Code in a container, its credentials added on the wire".into(),

@@ -8,10 +8,9 @@
 mod grant;
 
 use moat_plugin_sdk::{
-    AgentCommand, AgentOption, AgentProvider, Capability, ContainerConfig, ContainerFiles,
-    Credential, CredentialProvider, EnvVar, GrantRequest, GrantStep, InitFile, McpServer,
-    PrepareOpts, ProviderError, ProviderInfo, ProviderResult, ProxyRule, ProxyRules, Secret,
-    async_trait,
+    AgentCommand, AgentOption, AgentProvider, Capability, ContainerConfig, Credential,
+    CredentialProvider, EnvVar, GrantRequest, GrantStep, InitFile, McpServer, PrepareOpts,
+    ProviderError, ProviderInfo, ProviderResult, ProxyRule, ProxyRules, Secret, async_trait,
 };
 
 /// Overrides the OpenAI API base URL used to validate a key (default `https://api.openai.com`),
@@ -114,15 +113,7 @@ impl AgentProvider for CodexProvider {
                 content: context.to_string(),
             });
         }
-        Ok(ContainerConfig {
-            env: Vec::new(),
-            files: ContainerFiles {
-                mounts: Vec::new(),
-                init_files,
-                cleanup: None,
-            },
-            withhold_env: Vec::new(),
-        })
+        Ok(ContainerConfig::from_init_files(init_files))
     }
 
     fn commands(&self) -> Vec<AgentCommand> {
@@ -131,16 +122,16 @@ impl AgentProvider for CodexProvider {
             about: "Run the OpenAI Codex CLI in a container, its API key injected by moat's proxy"
                 .into(),
             argv: vec!["codex".into()],
-            options: vec![AgentOption {
-                long: "prompt".into(),
-                short: Some('p'),
-                help: "Run this prompt non-interactively (codex exec) and exit".into(),
-                value_name: Some("PROMPT".into()),
-                argv: vec!["exec".into(), "{value}".into()],
-                batch: true,
-                conflicts_with: Vec::new(),
-                run_meta: None,
-            }],
+            options: vec![
+                AgentOption::value(
+                    "prompt",
+                    Some('p'),
+                    "PROMPT",
+                    "Run this prompt non-interactively (codex exec) and exit",
+                    &["exec", "{value}"],
+                )
+                .batch(),
+            ],
             dependencies: vec!["node".into(), "git".into(), "npm:@openai/codex".into()],
             hosts: AGENT_HOSTS.iter().map(|h| h.to_string()).collect(),
             grants: vec![NAME.into()],

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use moat_plugin_sdk::{
-    AgentCommand, AgentOption, AgentProvider, Capability, ContainerConfig, ContainerFiles,
-    Credential, CredentialProvider, EnvVar, ErrorKind, GrantRequest, GrantStep, InitFile,
-    McpServer, PrepareOpts, ProviderError, ProviderInfo, ProviderResult, ProxyRule, ProxyRules,
+    AgentCommand, AgentOption, AgentProvider, Capability, ContainerConfig, Credential,
+    CredentialProvider, EnvVar, ErrorKind, GrantRequest, GrantStep, InitFile, McpServer,
+    PrepareOpts, ProviderError, ProviderInfo, ProviderResult, ProxyRule, ProxyRules,
     RefreshableProvider, Refreshed, Secret, TransformKind, async_trait,
 };
 
@@ -167,15 +167,7 @@ impl AgentProvider for GeminiProvider {
                 content: context.to_string(),
             });
         }
-        Ok(ContainerConfig {
-            env: Vec::new(),
-            files: ContainerFiles {
-                mounts: Vec::new(),
-                init_files,
-                cleanup: None,
-            },
-            withhold_env: Vec::new(),
-        })
+        Ok(ContainerConfig::from_init_files(init_files))
     }
 
     fn commands(&self) -> Vec<AgentCommand> {
@@ -184,16 +176,16 @@ impl AgentProvider for GeminiProvider {
             about: "Run the Gemini CLI in a container, its credential injected by moat's proxy"
                 .into(),
             argv: vec!["gemini".into()],
-            options: vec![AgentOption {
-                long: "prompt".into(),
-                short: Some('p'),
-                help: "Run this prompt non-interactively (gemini -p) and exit".into(),
-                value_name: Some("PROMPT".into()),
-                argv: vec!["-p".into(), "{value}".into()],
-                batch: true,
-                conflicts_with: Vec::new(),
-                run_meta: None,
-            }],
+            options: vec![
+                AgentOption::value(
+                    "prompt",
+                    Some('p'),
+                    "PROMPT",
+                    "Run this prompt non-interactively (gemini -p) and exit",
+                    &["-p", "{value}"],
+                )
+                .batch(),
+            ],
             dependencies: vec!["node".into(), "git".into(), "npm:@google/gemini-cli".into()],
             hosts: AGENT_HOSTS.iter().map(|h| h.to_string()).collect(),
             grants: vec![NAME.into()],
