@@ -59,6 +59,8 @@ pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};
 pub use host::HostError;
 pub use inject::{RulesError, SUBSTITUTION_BODY_LIMIT};
+#[doc(hidden)]
+pub use listener::StreamServer;
 pub use listener::{Proxy, ProxyConfig, ProxyHandle};
 pub use log::RequestLog;
 pub use policy::{HostRules, NetworkPolicy, PolicyError, PolicyMode};
