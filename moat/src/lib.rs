@@ -6,6 +6,8 @@
 pub mod cli;
 pub(crate) mod config;
 pub mod credential;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod home;
 pub(crate) mod http;
 pub mod plugin;

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("run",        &["cli", "config", "plugin", "providers"]),
     ("config",     &["cli", "credential", "plugin", "provider", "providers", "runtime"]),
     ("cli",        &["providers"]),
+    ("fuzzing",    &["cli", "provider", "providers", "run", "runtime"]),
 ];
 
 fn root() -> PathBuf {
