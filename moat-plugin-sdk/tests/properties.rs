@@ -230,9 +230,13 @@ fn pieces(text: &str, cuts: &[prop::sample::Index]) -> Vec<String> {
 }
 
 fn config() -> ProptestConfig {
-    // `PROPTEST_CASES` (read by proptest) overrides this default.
+    // `PROPTEST_CASES` overrides this default (the long run of RELIABILITY.md).
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2048);
     ProptestConfig {
-        cases: 2048,
+        cases,
         ..ProptestConfig::default()
     }
 }

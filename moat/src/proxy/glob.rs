@@ -219,7 +219,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proxy::test_cases(4096)))]
 
         /// The linear matcher agrees with the definition on every glob and path.
         #[test]

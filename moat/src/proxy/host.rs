@@ -337,7 +337,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(2048))]
+            #![proptest_config(ProptestConfig::with_cases(crate::proxy::test_cases(2048)))]
 
             /// `host` matches that host, in any case and with a trailing dot, on 80 and 443 only;
             /// never another name, a subdomain or a parent.

@@ -90,3 +90,13 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// The number of cases of the proxy's property tests: `PROPTEST_CASES` when set (the long run of
+/// RELIABILITY.md), else `default`.
+#[cfg(test)]
+fn test_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
