@@ -139,11 +139,30 @@ fn soak() -> i32 {
         .path()
         .join(format!("{}soak", protocol::EXECUTABLE_PREFIX));
     std::fs::copy(std::env::current_exe().unwrap(), &plugin).unwrap();
+    // A first plugin started, called and shut down in a runtime of its own, so that what tokio
+    // sets up once per process (the SIGCHLD handler's socket pair) is counted in `before`; the
+    // runtime is dropped before the count after too.
+    {
+        let warm_up = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        warm_up.block_on(async {
+            let provider = PluginProvider::start(&plugin, "soak", Timeouts::default())
+                .await
+                .expect("the soak plugin starts");
+            provider
+                .configure_proxy(&Credential::new("soak", "warm-up"))
+                .await
+                .expect("a first call");
+            provider.shutdown().await;
+        });
+    }
+    let before = descriptors();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let before = descriptors();
     let mut failures = Vec::new();
     let started = Instant::now();
     let (answered, cancelled, errors, pid_start, pid_end) = runtime.block_on(async {
@@ -227,7 +246,9 @@ fn soak() -> i32 {
     println!(
         "  plugin process: {pid_start:?} at the start, {pid_end:?} at the end; children left: {left:?}"
     );
-    println!("  descriptors (all, pipes): {before:?} before the plugin, {after:?} after shutdown");
+    println!(
+        "  descriptors (all, pipes): {before:?} before the soak's runtime and plugin, {after:?} after shutdown"
+    );
     if answered + cancelled != calls as usize {
         failures.push(format!(
             "{} calls unaccounted for",
