@@ -421,15 +421,16 @@ impl CredentialStore {
     }
 }
 
-/// Decodes `bytes` as the file of the store key `github` under a fixed key: as they are, or first
+/// Decodes `bytes` as the file of the store key `fuzz-credential` under a fixed key: as they are, or first
 /// encrypted with that key when `seal_first` (so the JSON inside is what is read). Error
 /// messages are rendered, as the CLI would. The fuzz target `credential_file`.
 pub(crate) fn fuzz_decode(bytes: &[u8], seal_first: bool) {
+    const STORE_KEY: &str = "fuzz-credential";
     let store = CredentialStore::open(&MoatHome::at("/fuzz/home"), None, KeyConfig::file());
     let key = EncryptionKey::from_bytes([0x5a; 32]);
     let sealed;
     let bytes = if seal_first {
-        let Some(out) = seal(&key, "github", bytes) else {
+        let Some(out) = seal(&key, STORE_KEY, bytes) else {
             return;
         };
         sealed = out;
@@ -437,9 +438,9 @@ pub(crate) fn fuzz_decode(bytes: &[u8], seal_first: bool) {
     } else {
         bytes
     };
-    let path = store.path_of("github");
+    let path = store.path_of(STORE_KEY);
     for key in [Some(&key), None] {
-        if let Err(err) = store.decode("github", &path, key, bytes) {
+        if let Err(err) = store.decode(STORE_KEY, &path, key, bytes) {
             let _ = (err.to_string(), err.hint());
         }
     }
