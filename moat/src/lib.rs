@@ -7,6 +7,8 @@ pub mod cli;
 pub(crate) mod config;
 pub mod credential;
 pub mod declared;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod home;
 pub(crate) mod http;
 pub mod plugin;

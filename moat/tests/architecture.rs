@@ -35,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("run",        &["cli", "config", "declared", "plugin", "providers"]),
     ("config",     &["cli", "credential", "declared", "plugin", "provider", "providers", "runtime"]),
     ("cli",        &["providers"]),
+    ("fuzzing",    &["cli", "provider", "providers", "run", "runtime"]),
 ];
 
 fn root() -> PathBuf {

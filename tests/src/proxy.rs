@@ -181,7 +181,10 @@ pub fn read_log(path: &Path, count: usize, timeout: Duration) -> Vec<serde_json:
     let deadline = Instant::now() + timeout;
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
+        // Complete lines only: a long line may be caught half written (seen under load with a
+        // 16 KiB line); the rest of it comes with the next read.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let lines: Vec<serde_json::Value> = complete
             .lines()
             .map(|line| {
                 serde_json::from_str(line)

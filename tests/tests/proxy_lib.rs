@@ -1294,6 +1294,47 @@ fn refusals_before_the_pipeline_are_in_the_request_log_without_the_token() {
 }
 
 #[test]
+fn a_plain_http_host_mismatch_is_in_the_request_log_without_the_token() {
+    let ca = TestCa::new();
+    let upstream = StreamServer::start_plain();
+    let proxy = InProcess::start(
+        &ca,
+        &format!("plain.example:80:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(vec![], NetworkPolicy::default());
+    let response = proxy.runtime.block_on(async {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let request = format!(
+            "GET http://plain.example/y?q=1 HTTP/1.1\r\nHost: evil.example\r\n\
+             Proxy-Authorization: {}\r\nConnection: close\r\n\r\n",
+            basic_proxy_auth(token.as_str())
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.ok();
+        response
+    });
+    assert!(response.starts_with("HTTP/1.1 421"), "{response}");
+    let lines = read_log(&log, 1, Duration::from_secs(30));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["status_code"], 421);
+    assert_eq!(line["url"], "http://plain.example/y?q=1");
+    assert_eq!(line["req_headers"]["host"], "evil.example");
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("names another host")),
+        "{line}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(token.as_str()), "{text}");
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}
+
+#[test]
 fn an_asterisk_form_target_is_refused_before_any_upstream_connection() {
     let ca = TestCa::new();
     let upstream = StreamServer::start(&ca, &["api.github.com"]);

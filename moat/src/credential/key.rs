@@ -253,6 +253,11 @@ impl EncryptionKey {
         key
     }
 
+    /// A key of the given bytes (the fuzz target's fixed key).
+    pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> EncryptionKey {
+        EncryptionKey(bytes)
+    }
+
     /// Parses the stored text form (standard base64, surrounding whitespace ignored).
     /// `location` only names the source in the error.
     fn from_base64(

@@ -373,6 +373,17 @@ impl CredentialStore {
             }
         };
 
+        self.decode(store_key, path, key, &bytes)
+    }
+
+    /// Decrypts and parses `bytes`, the content of `path`, as the file of `store_key`.
+    fn decode(
+        &self,
+        store_key: &str,
+        path: &Path,
+        key: Option<&EncryptionKey>,
+        bytes: &[u8],
+    ) -> Result<Credential, StoreError> {
         let corrupted = || StoreError::Corrupted {
             key: store_key.to_owned(),
             path: path.to_path_buf(),
@@ -383,7 +394,7 @@ impl CredentialStore {
             path: path.to_path_buf(),
             profile: self.profile.clone(),
         };
-        let mut json = match open(key, store_key, &bytes) {
+        let mut json = match open(key, store_key, bytes) {
             Opened::Plaintext(json) => json,
             Opened::Corrupted => return Err(corrupted()),
             Opened::Failed => return Err(decrypt_err()),
@@ -407,6 +418,31 @@ impl CredentialStore {
                 e.column()
             ),
         })
+    }
+}
+
+/// Decodes `bytes` as the file of the store key `fuzz-credential` under a fixed key: as they are, or first
+/// encrypted with that key when `seal_first` (so the JSON inside is what is read). Error
+/// messages are rendered, as the CLI would. The fuzz target `credential_file`.
+pub(crate) fn fuzz_decode(bytes: &[u8], seal_first: bool) {
+    const STORE_KEY: &str = "fuzz-credential";
+    let store = CredentialStore::open(&MoatHome::at("/fuzz/home"), None, KeyConfig::file());
+    let key = EncryptionKey::from_bytes([0x5a; 32]);
+    let sealed;
+    let bytes = if seal_first {
+        let Some(out) = seal(&key, STORE_KEY, bytes) else {
+            return;
+        };
+        sealed = out;
+        &sealed
+    } else {
+        bytes
+    };
+    let path = store.path_of(STORE_KEY);
+    for key in [Some(&key), None] {
+        if let Err(err) = store.decode(STORE_KEY, &path, key, bytes) {
+            let _ = (err.to_string(), err.hint());
+        }
     }
 }
 

@@ -33,24 +33,30 @@ impl PathGlob {
     }
 }
 
+/// Whether `glob` matches `path`, segment by segment (`**`: any number of segments, none
+/// included). Dynamic programming over (glob segment, path segment): linear in each, whatever
+/// the number of `**` (a backtracking matcher is exponential in them, and both the glob (a
+/// workspace's `moat.yaml`, a plugin's rules) and the path (the container) come from outside).
 fn match_segments(glob: &[String], path: &[&str]) -> bool {
-    match glob.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            if rest.is_empty() {
-                // A trailing `**` matches any number of segments, none included: `/p/**` matches
-                // `/p`, `/p/` and below.
-                return true;
+    // `next[j]`: the glob segments after the current one match `path[j..]`.
+    let mut next = vec![false; path.len() + 1];
+    next[path.len()] = true;
+    for pattern in glob.iter().rev() {
+        let mut current = vec![false; path.len() + 1];
+        if pattern == "**" {
+            let mut any = false;
+            for j in (0..=path.len()).rev() {
+                any |= next[j];
+                current[j] = any;
             }
-            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
+        } else {
+            for (j, segment) in path.iter().enumerate() {
+                current[j] = next[j + 1] && segment_matches(pattern, segment);
+            }
         }
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => {
-                segment_matches(first, segment) && match_segments(rest, path_rest)
-            }
-            None => false,
-        },
+        next = current;
     }
+    next[0]
 }
 
 /// The path a rule is matched against: the path without its query or fragment, with
@@ -113,18 +119,26 @@ fn decode_unreserved(segment: &str) -> String {
     out
 }
 
-/// `*` within a segment matches any run of characters (not `/`).
+/// `*` within a segment matches any run of characters (not `/`). Greedy, leftmost: each part
+/// between stars is taken at its first occurrence, which is enough when `*` is the only
+/// wildcard, and linear in the segment.
 fn segment_matches(pattern: &str, segment: &str) -> bool {
-    let Some((head, tail)) = pattern.split_once('*') else {
+    let mut parts = pattern.split('*');
+    let head = parts.next().unwrap_or_default();
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
         return pattern == segment;
     };
-    if !segment.starts_with(head) {
+    let Some(mut rest) = segment.strip_prefix(head) else {
         return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
     }
-    let rest = &segment[head.len()..];
-    (0..=rest.len())
-        .filter(|i| rest.is_char_boundary(*i))
-        .any(|i| segment_matches(tail, &rest[i..]))
+    rest.ends_with(last)
 }
 
 #[cfg(test)]
@@ -179,5 +193,79 @@ mod tests {
     #[test]
     fn a_glob_starts_with_a_slash() {
         assert!(PathGlob::parse("x/y").is_err());
+    }
+
+    /// The definition, as a backtracking matcher: exponential in the stars, fine for the small
+    /// inputs of the property below.
+    fn reference(glob: &[&str], path: &[&str]) -> bool {
+        fn segment(pattern: &str, text: &str) -> bool {
+            let Some((head, tail)) = pattern.split_once('*') else {
+                return pattern == text;
+            };
+            let Some(rest) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|i| rest.is_char_boundary(*i))
+                .any(|i| segment(tail, &rest[i..]))
+        }
+        match glob.split_first() {
+            None => path.is_empty(),
+            Some((&"**", rest)) => (0..=path.len()).any(|skip| reference(rest, &path[skip..])),
+            Some((first, rest)) => path
+                .split_first()
+                .is_some_and(|(s, path_rest)| segment(first, s) && reference(rest, path_rest)),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proxy::test_cases(4096)))]
+
+        /// The linear matcher agrees with the definition on every glob and path.
+        #[test]
+        fn the_matcher_is_the_definition(
+            glob in proptest::collection::vec("\\*\\*|[ab*]{0,4}", 0..6),
+            path in proptest::collection::vec("[ab]{0,4}", 0..7),
+        ) {
+            let glob_text = format!("/{}", glob.join("/"));
+            let path_text = format!("/{}", path.join("/"));
+            let glob_refs: Vec<&str> = glob_text[1..].split('/').collect();
+            let path_refs: Vec<&str> = path_text[1..].split('/').collect();
+            proptest::prop_assert_eq!(
+                PathGlob::parse(&glob_text).unwrap().matches(&path_text),
+                reference(&glob_refs, &path_refs),
+                "{} against {}", glob_text, path_text
+            );
+        }
+
+        /// `/p/**` matches `/p`, `/p/` and everything below, never a sibling that merely starts
+        /// with `p`.
+        #[test]
+        fn a_trailing_double_star_covers_the_prefix_and_below(
+            prefix in "[a-z]{1,8}",
+            below in proptest::collection::vec("[a-z0-9.%;]{0,6}", 0..5),
+            sibling in "[a-z0-9]{1,4}",
+        ) {
+            let glob = PathGlob::parse(&format!("/{prefix}/**")).unwrap();
+            let (bare, slash) = (format!("/{prefix}"), format!("/{prefix}/"));
+            let under = format!("/{prefix}/{}", below.join("/"));
+            let (glued, other) = (format!("/{prefix}{sibling}"), format!("/{sibling}{prefix}/x"));
+            proptest::prop_assert!(glob.matches(&bare));
+            proptest::prop_assert!(glob.matches(&slash));
+            proptest::prop_assert!(glob.matches(&under));
+            proptest::prop_assert!(!glob.matches(&glued));
+            proptest::prop_assert!(!glob.matches(&other));
+        }
+    }
+
+    #[test]
+    fn many_stars_do_not_take_exponential_time() {
+        // Backtracking took about 2^n steps here; a rule from a workspace's moat.yaml must not
+        // hang the proxy on a long path.
+        let glob = PathGlob::parse(&format!("{}/z", "/**".repeat(64))).unwrap();
+        let path = "/a".repeat(4096);
+        assert!(!glob.matches(&path));
+        let stars = PathGlob::parse(&format!("/{}z", "*a".repeat(64))).unwrap();
+        assert!(!stars.matches(&format!("/{}", "a".repeat(8192))));
     }
 }

@@ -304,4 +304,110 @@ mod tests {
             assert_eq!(Target::parse(bad, 443), None, "{bad:?}");
         }
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z0-9]([a-z0-9_-]{0,8}[a-z0-9])?"
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            proptest::collection::vec(label(), 1..4).prop_map(|labels| labels.join("."))
+        }
+
+        /// Some letters of `text` in upper case, as a client or a user may write it.
+        fn shout(text: &str, mask: u64) -> String {
+            text.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask >> (i % 64) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+
+        /// The host a request names, normalised as the proxy does before matching.
+        fn target(authority: &str) -> Target {
+            Target::parse(authority, 443).expect("a valid authority")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(crate::proxy::test_cases(2048)))]
+
+            /// `host` matches that host, in any case and with a trailing dot, on 80 and 443 only;
+            /// never another name, a subdomain or a parent.
+            #[test]
+            fn an_exact_pattern_matches_its_host_only(
+                host in name(), other in name(), sub in label(), mask in any::<u64>(), port in 1u16..,
+            ) {
+                let pattern = HostPattern::parse(&shout(&host, mask)).unwrap();
+                let written = target(&format!("{}.", shout(&host, !mask)));
+                prop_assert!(pattern.matches_policy(&written.host, 443));
+                prop_assert!(pattern.matches_policy(&written.host, 80));
+                prop_assert_eq!(pattern.matches_policy(&written.host, port), port == 80 || port == 443);
+                prop_assert_eq!(pattern.matches_name(&target(&other).host), other == host);
+                let below = format!("{sub}.{host}");
+                prop_assert!(!pattern.matches_name(&below));
+                if let Some((_, parent)) = host.split_once('.') {
+                    prop_assert!(!pattern.matches_name(parent));
+                }
+            }
+
+            /// `*.suffix` matches every name below the suffix, at any depth, and never the
+            /// suffix itself nor a name that merely ends with its text.
+            #[test]
+            fn a_wildcard_matches_subdomains_never_the_apex(
+                suffix in name(), below in proptest::collection::vec(label(), 1..4),
+                glued in label(), mask in any::<u64>(),
+            ) {
+                let pattern = HostPattern::parse(&format!("*.{}", shout(&suffix, mask))).unwrap();
+                let sub = format!("{}.{suffix}", below.join("."));
+                prop_assert!(pattern.matches_policy(&target(&shout(&sub, !mask)).host, 443));
+                prop_assert!(!pattern.matches_name(&suffix));
+                let (glued, longer) = (format!("{glued}{suffix}"), format!("{sub}x"));
+                prop_assert!(!pattern.matches_name(&glued));
+                prop_assert!(!pattern.matches_name(&longer));
+            }
+
+            /// `host:port` matches that port only, whatever the default ports.
+            #[test]
+            fn a_port_in_the_pattern_is_the_only_port(host in name(), port in 1u16.., other in 1u16..) {
+                let pattern = HostPattern::parse(&format!("{host}:{port}")).unwrap();
+                prop_assert!(pattern.matches_policy(&host, port));
+                prop_assert_eq!(pattern.matches_policy(&host, other), other == port);
+            }
+
+            /// A pattern shown (in errors and `moat proxy` output) reads back as itself.
+            #[test]
+            fn a_pattern_reads_back_as_itself(
+                host in name(), wildcard in any::<bool>(), port in proptest::option::of(1u16..),
+            ) {
+                let text = match (wildcard, port) {
+                    (true, Some(p)) => format!("*.{host}:{p}"),
+                    (true, None) => format!("*.{host}"),
+                    (false, Some(p)) => format!("{host}:{p}"),
+                    (false, None) => host.clone(),
+                };
+                let pattern = HostPattern::parse(&text).unwrap();
+                prop_assert_eq!(pattern.to_string(), text.clone());
+                prop_assert_eq!(HostPattern::parse(&pattern.to_string()).unwrap(), pattern);
+            }
+
+            /// Patterns with `/`, `@` or white space are refused, whatever surrounds them.
+            #[test]
+            fn patterns_with_path_or_user_characters_are_refused(
+                host in name(), bad in "[/@ \t\n]", at in any::<prop::sample::Index>(),
+            ) {
+                let mut text = host.clone();
+                text.insert_str(at.index(text.len() + 1), &bad);
+                let text = format!("x{text}x");
+                prop_assert!(HostPattern::parse(&text).is_err());
+            }
+        }
+    }
 }

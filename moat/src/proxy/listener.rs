@@ -31,6 +31,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -39,7 +40,7 @@ use super::body::ProxyBody;
 use super::ca::CertificateAuthority;
 use super::endpoint;
 use super::host::Target;
-use super::pipeline::{Scheme, handle, host_agrees};
+use super::pipeline::{Scheme, handle, host_agrees, host_refused};
 use super::respond::text;
 use super::runs::RunRegistry;
 use super::tunnel::connect;
@@ -113,6 +114,23 @@ impl Proxy {
         self.serve(listener)
     }
 
+    /// The proxy serving connections handed to it as streams, without a socket (fuzzing).
+    #[doc(hidden)]
+    pub fn into_stream_server(self) -> StreamServer {
+        let (stop_tx, stop) = watch::channel(false);
+        StreamServer {
+            shared: Arc::new(Shared {
+                registry: self.registry,
+                ca: self.ca,
+                upstream: self.upstream,
+                unauthenticated: Arc::new(Semaphore::new(self.config.max_unauthenticated)),
+                config: self.config,
+                stop,
+            }),
+            _stop: stop_tx,
+        }
+    }
+
     /// Serves `listener` in the background.
     pub fn serve(self, listener: TcpListener) -> std::io::Result<ProxyHandle> {
         let addr = listener.local_addr()?;
@@ -177,19 +195,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    tokio::spawn(async move {
-                        let mut stop = shared.stop.clone();
-                        let auth = Arc::new(ConnectionAuth::new(permit));
-                        let deadline = shared.config.auth_timeout;
-                        tokio::select! {
-                            _ = serve_client(Arc::clone(&shared), tcp, peer, Arc::clone(&auth)) => {}
-                            _ = stop.changed() => {}
-                            _ = auth.expired(deadline) => {
-                                tracing::debug!(%peer, "proxy connection closed: no valid token in time");
-                            }
-                        }
-                    });
+                    tokio::spawn(serve_accepted(Arc::clone(&shared), tcp, peer, permit));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -198,6 +204,53 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         }
+    }
+}
+
+/// One accepted connection, holding its unauthenticated `permit`: served until it ends, the proxy
+/// stops, or it has presented no valid token within [`ProxyConfig::auth_timeout`].
+async fn serve_accepted<T>(
+    shared: Arc<Shared>,
+    io: T,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = shared.stop.clone();
+    let auth = Arc::new(ConnectionAuth::new(permit));
+    let deadline = shared.config.auth_timeout;
+    tokio::select! {
+        _ = serve_client(Arc::clone(&shared), io, peer, Arc::clone(&auth)) => {}
+        _ = stop.changed() => {}
+        _ = auth.expired(deadline) => {
+            tracing::debug!(%peer, "proxy connection closed: no valid token in time");
+        }
+    }
+}
+
+/// The proxy's front without a listening socket: each [`StreamServer::serve`] is one client
+/// connection, taken through exactly the path of an accepted TCP connection (the unauthenticated
+/// bound, the token deadline, `CONNECT` and tunnels, absolute-URI requests). For the fuzz targets
+/// (`fuzz/`), which feed it bytes in memory.
+#[doc(hidden)]
+pub struct StreamServer {
+    shared: Arc<Shared>,
+    _stop: watch::Sender<bool>,
+}
+
+impl StreamServer {
+    /// Serves `io` as one client connection until it ends. Tunnels it opened run on in the
+    /// background until their stream ends.
+    pub async fn serve<T>(&self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let Ok(permit) = Arc::clone(&self.shared.unauthenticated).try_acquire_owned() else {
+            return;
+        };
+        serve_accepted(Arc::clone(&self.shared), io, peer, permit).await;
     }
 }
 
@@ -232,12 +285,10 @@ impl ConnectionAuth {
 }
 
 /// One client connection to the proxy port.
-async fn serve_client(
-    shared: Arc<Shared>,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    auth: Arc<ConnectionAuth>,
-) {
+async fn serve_client<T>(shared: Arc<Shared>, io: T, peer: SocketAddr, auth: Arc<ConnectionAuth>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn({
         let shared = Arc::clone(&shared);
         move |request: Request<Incoming>| {
@@ -257,7 +308,7 @@ async fn serve_client(
         .header_read_timeout(shared.config.header_timeout)
         .max_header_size(shared.config.max_header_bytes);
     if let Err(err) = builder
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await
     {
@@ -306,6 +357,8 @@ async fn absolute(shared: &Shared, request: Request<Incoming>) -> Response<Proxy
         Err(refusal) => return refusal,
     };
     if let Err(refusal) = host_agrees(&request, &target, scheme) {
+        let connection = format!("run {}'s plain-HTTP request for {target}", run.id);
+        host_refused(&run, &request, &target, scheme, &refusal, &connection);
         return refusal;
     }
     handle(shared, &run, scheme, target, request).await

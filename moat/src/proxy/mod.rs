@@ -62,6 +62,8 @@ pub use ca::{CaError, CertificateAuthority};
 pub use endpoint::{Endpoint, EndpointCall, EndpointHandler, MAX_BODY as ENDPOINT_MAX_BODY};
 pub use host::HostError;
 pub use inject::{RulesError, SUBSTITUTION_BODY_LIMIT};
+#[doc(hidden)]
+pub use listener::StreamServer;
 pub use listener::{Proxy, ProxyConfig, ProxyHandle};
 pub use log::RequestLog;
 pub use policy::{HostRules, NetworkPolicy, PolicyError, PolicyMode};
@@ -90,4 +92,14 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+/// The number of cases of the proxy's property tests: `PROPTEST_CASES` when set (the long run of
+/// RELIABILITY.md), else `default`.
+#[cfg(test)]
+fn test_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }

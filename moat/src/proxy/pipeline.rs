@@ -44,7 +44,7 @@ use super::inject::{
     substitute, substitute_bytes,
 };
 use super::listener::Shared;
-use super::log::{BODY_CAPTURE_LIMIT, Entry, snapshot};
+use super::log::{BODY_CAPTURE_LIMIT, Entry, Refused, say_refused, snapshot};
 use super::respond::{blocked, text};
 use super::runs::{Run, RunState};
 
@@ -107,6 +107,53 @@ pub(crate) fn host_agrees(
         }
     }
     Ok(())
+}
+
+/// A request refused by [`host_agrees`] (`421`, or `400` when it names no host) leaves a trace:
+/// a line in the run's log with the reason, and a line on stderr (rate-limited). `connection`
+/// says where it came (`run R's tunnel to H`, or `run R's plain-HTTP request for H`).
+pub(crate) fn host_refused(
+    run: &Run,
+    request: &Request<Incoming>,
+    target: &Target,
+    scheme: Scheme,
+    refusal: &Response<ProxyBody>,
+    connection: &str,
+) {
+    say_refused(
+        Refused::HostMismatch,
+        &format!(
+            "a request in {connection} that names another host ({})",
+            refusal.status()
+        ),
+    );
+    let Some(log) = &run.log else { return };
+    let state = run.state();
+    let url = format!(
+        "{}://{}{}",
+        scheme.as_str(),
+        target.authority(scheme.default_port()),
+        request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    let reason = match (refusal.status(), scheme) {
+        (StatusCode::MISDIRECTED_REQUEST, Scheme::Https) => {
+            "the request names another host than its tunnel's"
+        }
+        (StatusCode::MISDIRECTED_REQUEST, Scheme::Http) => {
+            "the request's Host names another host than its URL"
+        }
+        _ => "the request names no host",
+    };
+    let entry = Entry {
+        method: request.method().to_string(),
+        url,
+        status_code: refusal.status().as_u16(),
+        error: Some(reason.into()),
+        req_headers: snapshot(request.headers()),
+        resp_headers: snapshot(refusal.headers()),
+        ..Entry::default()
+    };
+    log.write(entry, &state.redactor);
 }
 
 /// Where a request's log line is being put together.

@@ -21,7 +21,7 @@ use super::body::{ProxyBody, empty};
 use super::host::Target;
 use super::listener::Shared;
 use super::log::{Entry, Refused, say_refused, snapshot};
-use super::pipeline::{Scheme, handle, host_agrees};
+use super::pipeline::{Scheme, handle, host_agrees, host_refused};
 use super::respond::{blocked, text};
 use super::runs::TokenHash;
 
@@ -207,41 +207,14 @@ async fn tunnel_request(
         return challenge("Invalid proxy token");
     };
     if let Err(refusal) = host_agrees(&request, &tunnel.target, Scheme::Https) {
-        let state = run.state();
-        let url = format!(
-            "https://{}{}",
-            tunnel.target.authority(443),
-            request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+        host_refused(
+            &run,
+            &request,
+            &tunnel.target,
+            Scheme::Https,
+            &refusal,
+            &format!("run {}'s tunnel to {}", run.id, tunnel.target),
         );
-        say_refused(
-            Refused::HostMismatch,
-            &format!(
-                "a request in run {}'s tunnel to {} that names another host ({})",
-                run.id,
-                tunnel.target,
-                refusal.status()
-            ),
-        );
-        if let Some(log) = &run.log {
-            let entry = Entry {
-                method: request.method().to_string(),
-                url,
-                status_code: refusal.status().as_u16(),
-                error: Some(
-                    match refusal.status() {
-                        StatusCode::MISDIRECTED_REQUEST => {
-                            "the request names another host than its tunnel's"
-                        }
-                        _ => "the request names no host",
-                    }
-                    .into(),
-                ),
-                req_headers: snapshot(request.headers()),
-                resp_headers: snapshot(refusal.headers()),
-                ..Entry::default()
-            };
-            log.write(entry, &state.redactor);
-        }
         return refusal;
     }
     handle(shared, &run, Scheme::Https, tunnel.target.clone(), request).await

@@ -21,7 +21,7 @@ pub(crate) mod stdout;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use moat_plugin_sdk::{Secret, SecretSet};
 
@@ -105,6 +105,43 @@ impl Shared {
         tail.iter()
             .map(|line| self.redact(line).into_owned())
             .collect()
+    }
+}
+
+/// Reads `stream` as a plugin's stdout (lines of at most `max_line` bytes) until the end of
+/// output or a protocol violation, with `secret` among the secrets scrubbed (the fuzz target).
+pub(crate) async fn read_to_end(stream: &[u8], max_line: usize, secret: &Secret) {
+    let shared = Arc::new(Shared::new(
+        "fuzz".into(),
+        PathBuf::from("/fuzz/moat-provider-fuzz"),
+    ));
+    shared.remember_secret(secret);
+    let mut receiver = LineReceiver::with_max_line(stream, shared, max_line);
+    while let Ok(response) = receiver.next_response().await {
+        // What moat does with an answer next: read it as the result type of a call, checked
+        // against protocol v1, or read the error's data.
+        match &response.outcome {
+            Ok(raw) => {
+                use moat_plugin_sdk::protocol::{ContainerEnvResult, InitializeResult};
+                use moat_plugin_sdk::{GrantStep, ProxyRules};
+                let text = raw.get();
+                let _ = serde_json::from_str::<InitializeResult>(text);
+                let _ = serde_json::from_str::<ProxyRules>(text);
+                let _ = serde_json::from_str::<ContainerEnvResult>(text);
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+                    for file in ["grant.result.json", "configure_proxy.result.json"] {
+                        let _ = super::schema::validate(file, &value);
+                    }
+                    let _ = serde_json::from_value::<GrantStep>(value);
+                }
+            }
+            Err(error) => {
+                if let Some(data) = error.data() {
+                    let _ =
+                        serde_json::from_str::<moat_plugin_sdk::protocol::ErrorData>(data.get());
+                }
+            }
+        }
     }
 }
 
