@@ -67,6 +67,7 @@ fn state() -> &'static State {
                 },
                 log: Some(log.clone()),
                 blocked: None,
+                endpoints: Vec::new(),
             })
             .expect("register the fuzz run");
         let upstream = UpstreamConfig {
