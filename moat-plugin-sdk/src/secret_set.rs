@@ -136,36 +136,16 @@ impl SecretSet {
             found.extend(occurrences(&lower, &needle).map(|start| (start, start + needle.len())));
         }
         if text.contains('%') {
-            // Each decoded byte with the range of `text` it came from.
-            let mut decoded = Vec::with_capacity(lower.len());
-            let mut origin = Vec::with_capacity(lower.len());
-            let mut at = 0;
-            while at < lower.len() {
-                let escape = (lower[at] == b'%')
-                    .then(|| lower.get(at + 1..at + 3))
-                    .flatten()
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                match escape {
-                    Some(byte) => {
-                        decoded.push(byte.to_ascii_lowercase());
-                        origin.push((at, at + 3));
-                        at += 3;
-                    }
-                    None => {
-                        decoded.push(lower[at]);
-                        origin.push((at, at + 1));
-                        at += 1;
-                    }
-                }
-            }
-            if decoded.len() < lower.len() {
-                for needle in &self.needles {
-                    let needle = needle.expose().as_bytes().to_ascii_lowercase();
-                    for start in occurrences(&decoded, &needle) {
-                        let (from, _) = origin[start];
-                        let (_, to) = origin[start + needle.len() - 1];
-                        found.push((from, to));
+            // A needle may also be spelled with some of its bytes as `%XX` escapes. Matching
+            // escapes where the needle is tried, rather than decoding the whole text first, keeps
+            // a stray `%` before the needle (`%` + `A%42c…`, read as the escape `%Ab`) from
+            // hiding it.
+            let text = text.as_bytes();
+            for needle in &self.needles {
+                let needle = needle.expose().as_bytes().to_ascii_lowercase();
+                for start in 0..text.len() {
+                    if let Some(end) = spelled_at(text, &needle, start) {
+                        found.push((start, end));
                     }
                 }
             }
@@ -189,6 +169,45 @@ impl SecretSet {
         }
         merged
     }
+}
+
+/// Where `needle` (lowercase, not empty) ends when it is spelled from `start` in `text`, each of
+/// its bytes either as itself (ASCII case ignored) or as a `%XX` escape of itself. Only a `%` of
+/// the needle can be read both ways (`%` or `%25`); both are tried, each `(needle, text)`
+/// position once, so the work stays proportional to the needle times the text.
+fn spelled_at(text: &[u8], needle: &[u8], start: usize) -> Option<usize> {
+    let escape_at = |at: usize| {
+        (text.get(at) == Some(&b'%'))
+            .then(|| text.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .map(|byte| byte.to_ascii_lowercase())
+    };
+    let mut pending = vec![(0, start)];
+    let mut tried = std::collections::HashSet::new();
+    while let Some((mut n, mut at)) = pending.pop() {
+        loop {
+            let Some(&want) = needle.get(n) else {
+                return Some(at);
+            };
+            let literal = text.get(at).is_some_and(|b| b.to_ascii_lowercase() == want);
+            let escaped = escape_at(at) == Some(want);
+            match (literal, escaped) {
+                (true, true) => {
+                    if tried.insert((n + 1, at + 3)) {
+                        pending.push((n + 1, at + 3));
+                    }
+                    at += 1;
+                }
+                (true, false) => at += 1,
+                (false, true) => at += 3,
+                (false, false) => break,
+            }
+            n += 1;
+        }
+    }
+    None
 }
 
 /// Where `needle` (not empty) starts in `haystack`, overlapping occurrences included.
@@ -509,6 +528,14 @@ mod tests {
                 "x %74%6F%6B%2D%31%32%33%34%35%36 y".into(),
                 vec!["%35%36".into()],
                 Some("x [REDACTED] y"),
+            ),
+            // A stray `%` before a partly escaped secret (`%` `Ab`, a valid escape, would eat its
+            // first two characters if the text were decoded first): found by the property tests.
+            (
+                vec!["AaA0aAa0"],
+                "x=%Aa%410aAa0;".into(),
+                vec!["%410aAa0".into()],
+                Some("x=%[REDACTED];"),
             ),
             // Escapes that decode to nothing secret, or are not escapes, are left alone.
             (
