@@ -9,13 +9,15 @@
 //! 1. opens `SOAK_CONNECTIONS` (default 1,000) intercepted connections at once (CONNECT, TLS with
 //!    the proxy's leaf, HTTP/1.1 keep-alive) and keeps them all open;
 //! 2. sends `SOAK_REQUESTS` (default 100,000) requests over them, all connections concurrently;
-//! 3. closes every connection and waits (up to 10 s) for the proxy to give back its descriptors.
+//! 3. closes every connection, waits (up to 10 s) for the proxy to give back its descriptors,
+//!    then for it to give freed memory back to the system (`proxy::RECLAIM_DELAY`).
 //!
 //! Checked: no failed request (an error, or any status but `200`); after each round, the proxy's
-//! open descriptors (`/proc/<pid>/fd`) back to their idle count and its RSS back near its idle
-//! level (within 16 MiB or 25 %, the allocator keeps some pages); the request log holds one line
-//! per request and never the credential. `SOAK_ROUNDS` (default 3) repeats the round, so growth
-//! from round to round shows. Prints the figures; exits 1 on any failed check.
+//! open descriptors (`/proc/<pid>/fd`) back to their idle count, its RSS within 8 MiB of its idle
+//! level, and the bytes its allocator counts as allocated (glibc's `mallinfo2`, asked over the
+//! child's stdin) not growing from round to round (a leak, where RSS alone cannot tell a leak from
+//! pages the allocator kept); the request log holds one line per request and never the credential.
+//! `SOAK_ROUNDS` (default 3) repeats the round. Prints the figures; exits 1 on any failed check.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -31,8 +33,8 @@ use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use moat::proxy::{
-    CertificateAuthority, NetworkPolicy, Proxy, ProxyConfig, ResolveOverrides, RunRegistry,
-    RunSpec, UpstreamConfig,
+    CertificateAuthority, NetworkPolicy, Proxy, ProxyConfig, RECLAIM_DELAY, ResolveOverrides,
+    RunRegistry, RunSpec, UpstreamConfig,
 };
 use moat_plugin_sdk::{ProxyRule, ProxyRules, Secret};
 use moat_tests::{
@@ -43,6 +45,14 @@ use tokio_rustls::TlsConnector;
 
 const HOST_NAME: &str = "api.soak.example";
 const CREDENTIAL: &str = "Bearer ghp_soakTestToken00000000000000000000000";
+
+/// How far above idle the proxy's RSS may be once it has given freed memory back (it keeps the
+/// tables sized for the peak's concurrency, and the allocator some slack).
+const RSS_MARGIN_KIB: u64 = 8 * 1024;
+/// How much more may be allocated after each round than after the first: 128 bytes for each of
+/// the default round's 1,000 connections, less than any connection's state (its TLS session alone
+/// is kilobytes), so a leak of one per connection fails.
+const LEAK_MARGIN_KIB_PER_ROUND: u64 = 128;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -69,7 +79,7 @@ fn soak() -> i32 {
     let ca = TestCa::new();
     let ca_pem = ca.write_pem(work.path().join("upstream-ca"));
     let upstream = start_upstream(&ca);
-    let proxy = ProxyChild::start(&ca_pem, work.path(), upstream);
+    let mut proxy = ProxyChild::start(&ca_pem, work.path(), upstream);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -84,23 +94,27 @@ fn soak() -> i32 {
     // Warm up (the leaf minted, threads and buffers allocated), then take the idle level.
     let warm = runtime.block_on(round(&proxy, &tls, 50, 500));
     let (fds_idle, rss_idle) = settle(&proxy, None);
+    let heap_idle = proxy.heap();
     println!(
-        "  idle after a warm-up of {} requests: {fds_idle} descriptors, RSS {} KiB",
-        warm.ok, rss_idle
+        "  idle after a warm-up of {} requests: {fds_idle} descriptors, RSS {rss_idle} KiB, allocated {} KiB",
+        warm.ok, heap_idle.allocated_kib
     );
+    let mut allocated_after_first = None;
     let mut total = warm.ok + warm.failed;
     for n in 1..=rounds {
         let report = runtime.block_on(round(&proxy, &tls, connections, requests));
         total += report.ok + report.failed;
         let (fds, rss) = settle(&proxy, Some(fds_idle));
+        let heap = proxy.heap();
         println!(
-            "  round {n}: {} ok, {} failed in {:.1} s ({:.0} req/s); open at once: {} descriptors, peak RSS {} KiB; after: {fds} descriptors, RSS {rss} KiB",
+            "  round {n}: {} ok, {} failed in {:.1} s ({:.0} req/s); open at once: {} descriptors, peak RSS {} KiB; after: {fds} descriptors, RSS {rss} KiB, allocated {} KiB",
             report.ok,
             report.failed,
             report.seconds,
             (report.ok + report.failed) as f64 / report.seconds,
             report.fds_open,
             proxy.peak_rss_kib(),
+            heap.allocated_kib,
         );
         if report.failed > 0 {
             failures.push(format!(
@@ -113,9 +127,18 @@ fn soak() -> i32 {
                 "round {n}: {fds} descriptors after, {fds_idle} idle"
             ));
         }
-        if rss > rss_idle + (16 * 1024).max(rss_idle / 4) {
+        if rss > rss_idle + RSS_MARGIN_KIB {
             failures.push(format!(
                 "round {n}: RSS {rss} KiB after, {rss_idle} KiB idle"
+            ));
+        }
+        // Tables sized for the peak's concurrency stay (they do not grow with more rounds of
+        // it); anything allocated per connection or request and never freed grows every round.
+        let first = *allocated_after_first.get_or_insert(heap.allocated_kib);
+        let growth = heap.allocated_kib.saturating_sub(first);
+        if growth > LEAK_MARGIN_KIB_PER_ROUND * (n - 1) {
+            failures.push(format!(
+                "round {n}: {growth} KiB more allocated than after round 1, a leak"
             ));
         }
     }
@@ -266,7 +289,8 @@ async fn request(sender: &mut SendRequest<Empty<Bytes>>) -> Result<(), String> {
 }
 
 /// Waits (up to 10 s) for the proxy's descriptors to come down to `idle` (or to stop changing),
-/// then reads its descriptors and RSS.
+/// then for the proxy to give freed memory back ([`RECLAIM_DELAY`] after the last connection
+/// closed), then reads its descriptors and RSS.
 fn settle(proxy: &ProxyChild, idle: Option<usize>) -> (usize, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = proxy.fds();
@@ -278,6 +302,7 @@ fn settle(proxy: &ProxyChild, idle: Option<usize>) -> (usize, u64) {
             None => now == last,
         };
         if done || Instant::now() > deadline {
+            std::thread::sleep(RECLAIM_DELAY + Duration::from_secs(1));
             return (now, proxy.rss_kib());
         }
         last = now;
@@ -341,9 +366,18 @@ fn start_upstream(ca: &TestCa) -> SocketAddr {
     addr
 }
 
+/// What the child's allocator says: bytes allocated and not freed.
+#[derive(Clone, Copy)]
+struct Heap {
+    allocated_kib: u64,
+}
+
 /// The proxy in a child process of its own, so its descriptors and memory are its own.
 struct ProxyChild {
     child: Child,
+    /// Questions to the child (`heap`, `trim`) and its answers.
+    questions: std::process::ChildStdin,
+    answers: BufReader<std::process::ChildStdout>,
     addr: SocketAddr,
     token: String,
     ca: std::path::PathBuf,
@@ -360,12 +394,13 @@ impl ProxyChild {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut answers = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        answers.read_line(&mut line).unwrap();
         let info: serde_json::Value = serde_json::from_str(&line).unwrap();
         ProxyChild {
+            questions: child.stdin.take().unwrap(),
+            answers,
             child,
             addr: info["addr"].as_str().unwrap().parse().unwrap(),
             token: info["token"].as_str().unwrap().to_owned(),
@@ -385,6 +420,19 @@ impl ProxyChild {
 
     fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.child.id(), "VmHWM")
+    }
+
+    /// The child's heap as its allocator counts it.
+    fn heap(&mut self) -> Heap {
+        writeln!(self.questions, "heap").unwrap();
+        self.questions.flush().unwrap();
+        let mut line = String::new();
+        self.answers.read_line(&mut line).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let number = |key: &str| answer[key].as_u64().unwrap_or(0);
+        Heap {
+            allocated_kib: (number("in_use") + number("mapped")) / 1024,
+        }
     }
 }
 
@@ -442,11 +490,50 @@ fn serve_proxy_child() {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{line}").unwrap();
         stdout.flush().unwrap();
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            let _ = std::io::stdin().read_line(&mut sink);
-        })
-        .await
-        .unwrap();
+        tokio::task::spawn_blocking(answer_heap_questions)
+            .await
+            .unwrap();
     });
+}
+
+/// Child mode's stdin: `heap` answers the allocator's figures as a JSON line, end of input stops
+/// the proxy. Bytes still allocated tell a leak from pages the allocator merely kept.
+fn answer_heap_questions() {
+    let mut stdout = std::io::stdout();
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { return };
+        match line.trim() {
+            "heap" => {}
+            _ => continue,
+        }
+        let (in_use, mapped) = heap::allocated();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let answer = serde_json::json!({"in_use": in_use, "mapped": mapped, "rss_kib": rss});
+        let _ = writeln!(stdout, "{answer}");
+        let _ = stdout.flush();
+    }
+}
+
+/// glibc's own account of the heap.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[expect(unsafe_code, reason = "mallinfo2(3)")]
+mod heap {
+    /// Bytes allocated and not freed: in the arenas, and in chunks mapped on their own.
+    pub fn allocated() -> (u64, u64) {
+        // SAFETY: mallinfo2 only reads the allocator's statistics; it takes every arena's lock.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks as u64, info.hblkhd as u64)
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod heap {
+    pub fn allocated() -> (u64, u64) {
+        (0, 0)
+    }
 }

@@ -41,6 +41,7 @@ use super::ca::CertificateAuthority;
 use super::endpoint;
 use super::host::Target;
 use super::pipeline::{Scheme, handle, host_agrees, host_refused};
+use super::reclaim::Reclaimer;
 use super::respond::text;
 use super::runs::RunRegistry;
 use super::tunnel::connect;
@@ -82,6 +83,8 @@ pub(crate) struct Shared {
     pub stop: watch::Receiver<bool>,
     /// One permit per connection that has not presented a valid token yet.
     pub unauthenticated: Arc<Semaphore>,
+    /// Told when a connection or tunnel ends, so its memory goes back to the system.
+    pub reclaim: Arc<Reclaimer>,
 }
 
 /// The proxy, ready to serve.
@@ -124,6 +127,7 @@ impl Proxy {
                 ca: self.ca,
                 upstream: self.upstream,
                 unauthenticated: Arc::new(Semaphore::new(self.config.max_unauthenticated)),
+                reclaim: Arc::default(),
                 config: self.config,
                 stop,
             }),
@@ -140,6 +144,7 @@ impl Proxy {
             ca: self.ca,
             upstream: self.upstream,
             unauthenticated: Arc::new(Semaphore::new(self.config.max_unauthenticated)),
+            reclaim: Arc::default(),
             config: self.config,
             stop,
         });
@@ -227,6 +232,7 @@ async fn serve_accepted<T>(
             tracing::debug!(%peer, "proxy connection closed: no valid token in time");
         }
     }
+    shared.reclaim.connection_closed();
 }
 
 /// The proxy's front without a listening socket: each [`StreamServer::serve`] is one client

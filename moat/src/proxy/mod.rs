@@ -20,6 +20,7 @@
 //! | `blocked` | a refusal: its `407` text, `X-Moat-Blocked` reason, the flag that allows it, the [`Blocked`] event |
 //! | `log` | `network.jsonl`, one redacted line per request |
 //! | `upstream` | verified TLS to real hosts, extra CA file, `MOAT_PROXY_RESOLVE` |
+//! | `reclaim` | freed memory given back to the system shortly after connections close |
 //! | `glob` | path globs (`*`, `**`) of network rules and response replacements |
 //! | `host`, `body`, `respond` | host patterns, streaming body wrappers, the proxy's own responses |
 //!
@@ -51,6 +52,7 @@ mod inject;
 mod listener;
 pub(crate) mod log;
 mod pipeline;
+pub(crate) mod reclaim;
 pub(crate) mod policy;
 mod respond;
 pub(crate) mod runs;
@@ -66,6 +68,7 @@ pub use inject::{RulesError, SUBSTITUTION_BODY_LIMIT};
 pub use listener::StreamServer;
 pub use listener::{Proxy, ProxyConfig, ProxyHandle};
 pub use log::RequestLog;
+pub use reclaim::RECLAIM_DELAY;
 pub use policy::{HostRules, NetworkPolicy, PolicyError, PolicyMode};
 pub use runs::{RunError, RunRegistry, RunSpec, RunToken};
 pub use upstream::{RESOLVE_ENV, ResolveOverrides, UpstreamConfig, UpstreamError};

@@ -63,6 +63,7 @@ pub(crate) fn connect(shared: Arc<Shared>, request: Request<Incoming>) -> Respon
     tracing::debug!(run = %run.id, %target, "CONNECT");
     let upgrade = hyper::upgrade::on(request);
     let mut stop = shared.stop.clone();
+    let reclaim = Arc::clone(&shared.reclaim);
     tokio::spawn(async move {
         let tunnel = async move {
             match upgrade.await {
@@ -75,6 +76,7 @@ pub(crate) fn connect(shared: Arc<Shared>, request: Request<Incoming>) -> Respon
             _ = tunnel => {}
             _ = stop.changed() => {}
         }
+        reclaim.connection_closed();
     });
     Response::new(empty())
 }
