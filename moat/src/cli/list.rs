@@ -1,10 +1,11 @@
 //! `moat list`: the runs, newest first.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::runs::{print_json, store, store_error};
 use super::{CliResult, Context, table};
+use crate::run::RunMetadata;
 
 const HELP: &str = "\
 Runs are kept under $MOAT_HOME/runs/ until 'moat destroy' removes them.
@@ -33,9 +34,17 @@ pub fn run(context: &Context, args: ListArgs) -> CliResult {
         println!("\nStart one with: moat run -- <command>");
         return Ok(());
     }
-    let now = Utc::now();
-    let rows: Vec<Vec<String>> = runs
-        .iter()
+    table::print(
+        &["NAME", "RUN ID", "AGENT", "STATE", "AGE", "IMAGE"],
+        &rows(&runs, Utc::now()),
+        2,
+    );
+    Ok(())
+}
+
+/// One table row per run; `-` where a run has no agent (`moat run`) or no image yet.
+fn rows(runs: &[RunMetadata], now: DateTime<Utc>) -> Vec<Vec<String>> {
+    runs.iter()
         .map(|run| {
             let state = match run.exit_code {
                 Some(code) => format!("{} (exit {code})", run.state()),
@@ -44,12 +53,39 @@ pub fn run(context: &Context, args: ListArgs) -> CliResult {
             vec![
                 run.name.clone(),
                 run.id.to_string(),
+                run.agent.clone().unwrap_or_else(|| "-".into()),
                 state,
                 table::relative(run.created_at, now),
                 run.image.clone().unwrap_or_else(|| "-".into()),
             ]
         })
-        .collect();
-    table::print(&["NAME", "RUN ID", "STATE", "AGE", "IMAGE"], &rows, 2);
-    Ok(())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunId;
+
+    #[test]
+    fn a_row_names_the_agent_of_an_agent_run_and_a_dash_otherwise() {
+        let mut claude = RunMetadata::new(RunId::generate(), "fix-tests", "/w");
+        claude.agent = Some("claude".into());
+        claude.image = Some("moat/claude:abc".into());
+        let plain = RunMetadata::new(RunId::generate(), "build", "/w");
+        let rows = rows(&[claude.clone(), plain.clone()], claude.created_at);
+        assert_eq!(
+            rows[0],
+            [
+                "fix-tests",
+                claude.id.as_str(),
+                "claude",
+                "created",
+                &table::relative(claude.created_at, claude.created_at),
+                "moat/claude:abc"
+            ]
+        );
+        assert_eq!(rows[1][2], "-");
+        assert_eq!(rows[1][5], "-");
+    }
 }
