@@ -197,6 +197,7 @@ pub struct AgentOption {
     pub conflicts_with: Vec<String>,
     /// The value names a moat run (name or id), and `{value}` becomes that run's `provider_meta`
     /// entry with this key (`--resume <run>` → the agent's session id recorded by `run_stopped`).
+    /// A value that names no run but is a UUID is taken as the agent's own id and passed as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_meta: Option<String>,
 }

@@ -312,7 +312,13 @@ fn launch(
             .code(code::USAGE));
         }
         let value = match (value, &option.run_meta) {
-            (Some(run), Some(key)) => Some(run_meta(run, key)?),
+            (Some(run), Some(key)) => Some(match run_meta(run, key) {
+                Ok(recorded) => recorded,
+                // No run of that name: the agent's own session id, copied from its output or an
+                // earlier session outside moat, goes through as given.
+                Err(err) if err.exit_code() == code::NOT_FOUND && is_session_id(run) => run.clone(),
+                Err(err) => return Err(err),
+            }),
             (value, _) => value.clone(),
         };
         for word in &option.argv {
@@ -333,6 +339,17 @@ fn launch(
         grants: declared.grants.clone(),
         image: invocation.image.clone(),
     })
+}
+
+/// A UUID (`8-4-4-4-12` hex digits), the shape of the session ids agents print: a value of a
+/// `run_meta` option that names no run and has this shape is the session id itself.
+fn is_session_id(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The run's grants: the user's (`--grant`, else moat.yaml's), plus, when none of them is one the
@@ -503,6 +520,48 @@ mod tests {
         let err = launch_err(&invocation);
         assert_eq!(err.exit_code(), code::NOT_FOUND);
         assert!(err.message().contains("no session_id"), "{}", err.message());
+    }
+
+    #[test]
+    fn a_session_id_that_names_no_run_goes_through_as_given() {
+        let uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let invocation = parse(&["bot", "--resume", uuid]).unwrap();
+        let given = launch(&invocation, |_, _| {
+            Err(CliError::new("no run").code(code::NOT_FOUND))
+        })
+        .unwrap();
+        assert_eq!(given.command, vec!["bot", "--yes", "--resume", uuid]);
+        // A run of that name wins over the shape.
+        let recorded = launch(&invocation, |_, _| Ok("sess-42".into())).unwrap();
+        assert_eq!(
+            recorded.command,
+            vec!["bot", "--yes", "--resume", "sess-42"]
+        );
+        // Neither a run nor a session id: the lookup's error.
+        let invocation = parse(&["bot", "--resume", "0f8fad5b-d9cb"]).unwrap();
+        let err = launch_err(&invocation);
+        assert_eq!(err.exit_code(), code::NOT_FOUND);
+        // Other failures are not covered up by the shape.
+        let invocation = parse(&["bot", "--resume", uuid]).unwrap();
+        let err = launch(&invocation, |_, _| {
+            Err(CliError::new("store unreadable").code(code::FAILURE))
+        })
+        .unwrap_err();
+        assert_eq!(err.message(), "store unreadable");
+    }
+
+    #[test]
+    fn session_ids_are_uuids() {
+        assert!(is_session_id("0F8FAD5B-D9CB-469F-A165-70867728950E"));
+        for not in [
+            "",
+            "my-run",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5b-d9cb-469f-a165-70867728950g",
+            "0f8fad5bd9cb469fa16570867728950e",
+        ] {
+            assert!(!is_session_id(not), "{not}");
+        }
     }
 
     fn launch_err(invocation: &AgentInvocation) -> CliError {

@@ -79,7 +79,7 @@ pub fn agent_command() -> AgentCommand {
         "resume",
         Some('r'),
         "RUN",
-        "Resume the conversation of an earlier run (its name or id)",
+        "Resume the conversation of an earlier run (its name or id, or Claude's session id)",
         &["--resume", "{value}"],
     )
     .run_meta(META_SESSION_ID)
