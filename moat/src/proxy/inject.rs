@@ -33,6 +33,7 @@ use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, SecretSet, 
 
 use super::glob::PathGlob;
 use super::host::{HostError, HostPattern, NamePattern};
+use super::mask::SecretMask;
 
 /// Request bodies of known length up to this size get token substitution.
 pub const SUBSTITUTION_BODY_LIMIT: u64 = 64 * 1024;
@@ -254,6 +255,9 @@ pub(crate) struct CompiledRules {
     remove: HostMap<Vec<HeaderName>>,
     substitution: HostMap<Substitution>,
     transforms: HostMap<Vec<Transform>>,
+    /// Per credential host pattern (the same patterns as `credentials`, so a host gets the mask
+    /// of exactly the credentials it gets): every form of those values, for response bodies.
+    masks: HostMap<std::sync::Arc<SecretMask>>,
 }
 
 /// What applies to one request's host.
@@ -264,6 +268,9 @@ pub(crate) struct HostView<'a> {
     pub remove: &'a [HeaderName],
     pub substitution: Option<&'a Substitution>,
     pub transforms: &'a [Transform],
+    /// The forms of `credentials`, to mask in response bodies; `None` without credentials (or
+    /// with only values too short to search for).
+    pub mask: Option<&'a std::sync::Arc<SecretMask>>,
 }
 
 impl HostView<'_> {
@@ -275,6 +282,12 @@ impl HostView<'_> {
                 .iter()
                 .any(|t| matches!(t, Transform::Scrub))
     }
+
+    /// Whether the proxy searches this host's response bodies for a secret (the substituted
+    /// token, or the credentials it injects), and so must be able to read them.
+    pub fn reads_responses(&self) -> bool {
+        self.scrubs_responses() || self.mask.is_some()
+    }
 }
 
 impl CompiledRules {
@@ -285,6 +298,15 @@ impl CompiledRules {
         for rules in all {
             for rule in &rules.rules {
                 compiled.add(rule)?;
+            }
+        }
+        for (pattern, list) in &compiled.credentials.entries {
+            let mut set = SecretSet::new();
+            for cred in list {
+                set.insert(&credential_secret(cred));
+            }
+            if let Some(mask) = SecretMask::new(&set) {
+                compiled.masks.entries.push((pattern.clone(), mask));
             }
         }
         Ok(compiled)
@@ -397,6 +419,7 @@ impl CompiledRules {
             remove: self.remove.get(host, port).map_or(&[], Vec::as_slice),
             substitution: secrets.then(|| self.substitution.get(host, port)).flatten(),
             transforms: self.transforms.get(host, port).map_or(&[], Vec::as_slice),
+            mask: secrets.then(|| self.masks.get(host, port)).flatten(),
         }
     }
 
@@ -407,8 +430,7 @@ impl CompiledRules {
         let mut set = SecretSet::new();
         for (_, list) in &self.credentials.entries {
             for cred in list {
-                // A value that is not visible ASCII is still a secret: never skip it.
-                set.insert(&Secret::new(String::from_utf8_lossy(cred.value.as_bytes())));
+                set.insert(&credential_secret(cred));
             }
         }
         for (_, sub) in &self.substitution.entries {
@@ -416,6 +438,12 @@ impl CompiledRules {
         }
         set
     }
+}
+
+/// A credential header's value as a secret. A value that is not visible ASCII is still a secret:
+/// never skip it.
+fn credential_secret(cred: &CredentialRule) -> Secret {
+    Secret::new(String::from_utf8_lossy(cred.value.as_bytes()))
 }
 
 /// What the injection did to one request, for the log (names and grants only).

@@ -16,6 +16,7 @@
 //! | `pipeline` | one forwarded request in named steps: policy, rules in, upstream, upgrade relay, response shaping, log line |
 //! | `hop` | hop-by-hop headers and connection upgrades |
 //! | `inject` | the rules applied per request and response (header scrubbing included); the log redactor |
+//! | `mask` | a host's injected credentials, in every form the redactor knows, found and masked in response bytes as they stream |
 //! | `policy` | permissive/strict, host patterns, method and path rules |
 //! | `blocked` | a refusal: its `407` text, `X-Moat-Blocked` reason, the flag that allows it, the [`Blocked`] event |
 //! | `log` | `network.jsonl`, one redacted line per request |
@@ -50,6 +51,7 @@ mod host;
 mod inject;
 mod listener;
 pub(crate) mod log;
+mod mask;
 mod pipeline;
 pub(crate) mod policy;
 mod respond;

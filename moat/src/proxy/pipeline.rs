@@ -11,7 +11,9 @@
 //! 4. [`relay_upgrade`] after a `101`: both connections relayed byte for byte;
 //! 5. [`shape_response`]: hop-by-hop headers out, every secret of the run (in any form its
 //!    redactor covers) scrubbed from response headers, the
-//!    host's response transforms (replacement, body scrubbing);
+//!    host's response transforms (replacement, body scrubbing), and on a host that gets
+//!    credentials, every form of them masked in the body ([`super::mask`]; a compressed body
+//!    there is refused, as moat asked for `identity`);
 //! 6. [`log_response`]: the response streams to the client while its first bytes are kept, and
 //!    the request's `network.jsonl` line is written when it ends.
 //!
@@ -35,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use moat_plugin_sdk::SecretSet;
 
 use super::blocked::Blocked;
-use super::body::{Capture, Logged, ProxyBody, Scrub, Tee, empty, full, incoming};
+use super::body::{Capture, Logged, Masked, ProxyBody, Scrub, Tee, empty, full, incoming};
 use super::hop::{is_upgrade, strip_hop_by_hop};
 use super::host::Target;
 use super::inject::{
@@ -352,8 +354,10 @@ async fn prepare(
     pending.entry.grants = grants;
     let substituted_path = view.substitution.and_then(|sub| substitute(url.path, sub));
     let forwarded_path = substituted_path.as_deref().unwrap_or(url.path);
-    if view.scrubs_responses() {
-        // The scrubber can only search what it can read.
+    if view.reads_responses() {
+        // The scrubber and the mask can only search what they can read. On a credential host
+        // this costs the compression of every answer: the price of knowing the credential is not
+        // in it.
         parts
             .headers
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -487,7 +491,7 @@ fn relay_upgrade(
 
 /// Step 5: the response as the client gets it: hop-by-hop headers out, credentials and the
 /// substituted token scrubbed from its headers, then the first of the host's response transforms
-/// that applies.
+/// that applies, then the host's credentials masked in the body.
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
 fn shape_response(
     view: &HostView<'_>,
@@ -516,7 +520,26 @@ fn shape_response(
         );
         return Err((response, Some("encoded body on a substitution host".into())));
     }
-    let body = match response_transform(view, method.as_str(), path, parts.status, &parts.headers) {
+    let action = response_transform(view, method.as_str(), path, parts.status, &parts.headers);
+    // On a host moat injects credentials for, whatever the upstream sends back is searched for
+    // them (an echo of the request's headers, an error quoting them). Not a `replace_response`
+    // answer: that is the provider's text, not the upstream's.
+    let mask = view.mask.filter(|_| {
+        !matches!(action, ResponseAction::Replace(_)) && carries_body(method, parts.status)
+    });
+    if mask.is_some() && !identity_encoded(&parts.headers) {
+        // moat asked for `identity`; a compressed answer anyway cannot be searched, and
+        // decompressing every encoding an upstream might pick is more code in the path of every
+        // response than this rare case is worth.
+        let response = text(
+            StatusCode::BAD_GATEWAY,
+            "moat proxy: the upstream sent a compressed body although moat asked for none; it \
+             cannot be searched for the credential moat added to the request, so it was not \
+             passed on\n",
+        );
+        return Err((response, Some("encoded body on a credential host".into())));
+    }
+    let body = match action {
         ResponseAction::None => incoming(body),
         ResponseAction::Replace(answer) => {
             parts.status = answer.status;
@@ -543,7 +566,20 @@ fn shape_response(
             )
         }
     };
+    // Same length: `Content-Length` stays true.
+    let body = match mask {
+        Some(mask) => Masked::wrap(body, Arc::clone(mask)),
+        None => body,
+    };
     Ok((parts, body))
+}
+
+/// Whether a response to `method` with `status` can have a body (RFC 9110 §6.4.1).
+fn carries_body(method: &Method, status: StatusCode) -> bool {
+    method != Method::HEAD
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// Step 6: the response handed to the client; with a request log, its first bytes are kept and
