@@ -171,7 +171,8 @@ struct Shared {
 ///   `{"bytes": N, "pattern_ok": true}`;
 /// - `GET /sse` — `text/event-stream`: `data: one`, then, only after [`StreamServer::release`],
 ///   `data: two`, then the end;
-/// - `GET /ws` — a WebSocket echo (HTTP/1.1 upgrade);
+/// - `GET /ws` — a WebSocket echo (HTTP/1.1 upgrade); with `?greet=auth`, its first message is
+///   `you sent: <the request's authorization header>`;
 /// - `GET /echo-auth?split=N&encoding=E` — the request's `authorization` header echoed in a
 ///   small JSON body, in frames of `N` bytes without a length (or whole with one), optionally
 ///   labelled `content-encoding: E`;
@@ -467,11 +468,22 @@ async fn route(mut request: Request<Incoming>, shared: Arc<Shared>) -> Response<
                 );
             };
             let upgrade = hyper::upgrade::on(&mut request);
+            let greeting = path.contains("greet=auth").then(|| {
+                format!(
+                    "you sent: {}",
+                    seen.header("authorization").unwrap_or_default()
+                )
+            });
             tokio::spawn(async move {
                 let Ok(upgraded) = upgrade.await else { return };
                 let mut ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
+                if let Some(greeting) = greeting
+                    && ws.send(greeting.into()).await.is_err()
+                {
+                    return;
+                }
                 while let Some(Ok(message)) = ws.next().await {
                     if message.is_close() {
                         break;

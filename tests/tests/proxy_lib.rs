@@ -1695,3 +1695,92 @@ fn a_compressed_answer_on_a_credential_host_is_refused_and_other_hosts_are_untou
     let text = serde_json::to_string(&lines).unwrap();
     assert!(!text.contains(real), "{text}");
 }
+
+#[test]
+fn a_websocket_on_a_credential_host_has_the_credential_masked_in_its_frames() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let real = "ghp_EchoedOverWebSocket0123456789";
+    let value = format!("Bearer {real}");
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.example.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _log) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "Authorization",
+            &value,
+            "example",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let roots = roots_from_pem(&proxy.ca_pem);
+    proxy.runtime.block_on(async {
+        let tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.example.com:443",
+            "api.example.com",
+            client_tls(roots, &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        let mut request = "wss://api.example.com/ws?greet=auth"
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            "permessage-deflate".parse().unwrap(),
+        );
+        let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+            .await
+            .expect("the upgrade goes through");
+        assert_eq!(response.status(), 101);
+        let greeting = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            greeting,
+            Message::text(format!("you sent: {}", "*".repeat(value.len())))
+        );
+        // The echo still works, byte for byte, text and binary.
+        for message in [
+            Message::text("hello"),
+            Message::binary(vec![0u8, 1, 2, 255]),
+        ] {
+            ws.send(message.clone()).await.unwrap();
+            let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(echoed, message);
+        }
+        ws.close(None).await.unwrap();
+    });
+    let seen = upstream.seen();
+    assert_eq!(seen[0].header("authorization"), Some(value.as_str()));
+    assert_eq!(
+        seen[0].header("sec-websocket-extensions"),
+        None,
+        "no extension the proxy could not read is offered"
+    );
+
+    // Any other protocol is refused before it reaches the upstream.
+    let response = client_speaking(&proxy, &token, true)
+        .get("https://api.example.com/raw")
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(upstream.seen().len(), 1);
+}

@@ -16,6 +16,7 @@
 //! | `pipeline` | one forwarded request in named steps: policy, rules in, upstream, upgrade relay, response shaping, log line |
 //! | `hop` | hop-by-hop headers and connection upgrades |
 //! | `inject` | the rules applied per request and response (header scrubbing included); the log redactor |
+//! | `wsmask` | the upstream's half of a WebSocket on a credential host: frames read as they pass, payloads masked |
 //! | `mask` | a host's injected credentials, in every form the redactor knows, found and masked in response bytes as they stream |
 //! | `policy` | permissive/strict, host patterns, method and path rules |
 //! | `blocked` | a refusal: its `407` text, `X-Moat-Blocked` reason, the flag that allows it, the [`Blocked`] event |
@@ -58,6 +59,7 @@ mod respond;
 pub(crate) mod runs;
 mod tunnel;
 pub(crate) mod upstream;
+mod wsmask;
 
 pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};
