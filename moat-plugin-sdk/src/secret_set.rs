@@ -19,6 +19,10 @@
 //! Values shorter than [`SecretSet::MIN_LEN`] bytes are not searched for: they would mangle
 //! ordinary words and protect nothing.
 //!
+//! A caller that must search bytes rather than text, at a rate text redaction cannot keep (the
+//! moat proxy's response bodies), builds its own matcher from [`SecretSet::forms`], so the forms
+//! stay defined here.
+//!
 //! [`looks_secret_key`] is the other half of the job: it judges a *name* (a metadata key, an
 //! environment variable), where the set judges values it knows.
 

@@ -17,7 +17,9 @@
 //! ([`scrub_headers`]), then every header value that still holds a secret of the run, in any form
 //! the run's redactor covers, is replaced ([`scrub_secret_headers`]); then the host's transforms
 //! (`response_transform` scrubbing and `replace_response` answers, both provider data) run in
-//! registration order and the first that applies wins ([`response_transform`]).
+//! registration order and the first that applies wins ([`response_transform`]). On a host that
+//! gets credentials, the body the upstream sends is then masked of every form of them
+//! ([`HostView::mask`], compiled once per rule set; see [`super::mask`]).
 //!
 //! Each kind of rule is looked up separately for the request's host: a `host:port` key first, then
 //! the bare host, then the most specific `*.suffix` (with a port, then without).
@@ -256,7 +258,8 @@ pub(crate) struct CompiledRules {
     substitution: HostMap<Substitution>,
     transforms: HostMap<Vec<Transform>>,
     /// Per credential host pattern (the same patterns as `credentials`, so a host gets the mask
-    /// of exactly the credentials it gets): every form of those values, for response bodies.
+    /// of the credentials it gets): every form of those values, for response bodies. A pattern
+    /// whose values are all too short to search for has none.
     masks: HostMap<std::sync::Arc<SecretMask>>,
 }
 

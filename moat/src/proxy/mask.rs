@@ -37,6 +37,8 @@ pub(crate) struct SecretMask {
     forms: Vec<Zeroizing<Vec<u8>>>,
     /// Which lowercase bytes start a form: most tails are ruled out by their first byte.
     starts: [bool; 256],
+    /// The length of the longest form.
+    longest: usize,
 }
 
 impl std::fmt::Debug for SecretMask {
@@ -68,10 +70,12 @@ impl SecretMask {
         for form in &forms {
             starts[usize::from(form[0])] = true;
         }
+        let longest = forms.iter().map(|f| f.len()).max().unwrap_or(0);
         Some(Arc::new(SecretMask {
             matcher,
             forms,
             starts,
+            longest,
         }))
     }
 
@@ -98,8 +102,7 @@ impl SecretMask {
     /// what has to wait for the next chunk to tell whether it is a secret. A whole form at the
     /// end is held too when it starts a longer one (the token, then the rest of a longer form).
     fn held_back(&self, bytes: &[u8]) -> usize {
-        let longest = self.forms.iter().map(|f| f.len()).max().unwrap_or(0);
-        let from = bytes.len().saturating_sub(longest.saturating_sub(1));
+        let from = bytes.len().saturating_sub(self.longest.saturating_sub(1));
         (from..bytes.len())
             .find(|&at| {
                 self.starts[usize::from(bytes[at].to_ascii_lowercase())] && {
