@@ -196,6 +196,7 @@ mod tests {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use moat_plugin_sdk::Secret;
+    use proptest::strategy::Strategy as _;
 
     use super::*;
 
@@ -328,6 +329,56 @@ mod tests {
         let mut stream = MaskStream::new(mask);
         assert_eq!(stream.push(Bytes::from_static(b"x abcd")), &b"x "[..]);
         assert_eq!(stream.finish(), &b"abcd"[..]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proxy::test_cases(512)))]
+
+        /// Text made of pieces of the secrets (so near-misses and overlaps abound) and whole ones,
+        /// in any case, cut anywhere: the stream gives what one search of the whole text gives,
+        /// as long as the input, with no form of a secret left in it.
+        #[test]
+        fn streamed_is_whole_and_no_form_survives(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "tok-A1b2C3", "tok-A1", "b2C3", "Bearer ", "Bearer tok-A1b2C3",
+                        "dG9rLUExYjJDMw", "tok-A1b2C3d4E5", "d4E5", "%2D", "-",
+                    ]).prop_map(str::to_owned),
+                    "[a-zA-Z0-9 %*-]{0,6}",
+                ],
+                0..24,
+            ),
+            upper in proptest::collection::vec(proptest::bool::ANY, 24),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            use proptest::{prop_assert, prop_assert_eq};
+            let mask = mask(&["Bearer tok-A1b2C3", "tok-A1b2C3d4E5"]);
+            let text: String = pieces
+                .iter()
+                .zip(&upper)
+                .map(|(p, up)| if *up { p.to_ascii_uppercase() } else { p.clone() })
+                .collect();
+            let text = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| *c <= text.len()).collect();
+            cuts.sort_unstable();
+            let whole = through(&mask, text, &[]);
+            prop_assert_eq!(whole.len(), text.len());
+            prop_assert_eq!(through(&mask, text, &cuts), whole.clone());
+            let lower = whole.to_ascii_lowercase();
+            for form in &mask.forms {
+                prop_assert!(
+                    !lower.windows(form.len()).any(|w| w == form.as_slice()),
+                    "{:?} left in {:?}",
+                    String::from_utf8_lossy(form),
+                    String::from_utf8_lossy(&whole)
+                );
+            }
+            // Only masking: every byte is the input's or the mask.
+            for (out, was) in whole.iter().zip(text) {
+                prop_assert!(out == was || *out == MASK_BYTE);
+            }
+        }
     }
 
     #[test]
