@@ -19,6 +19,10 @@
 //! Values shorter than [`SecretSet::MIN_LEN`] bytes are not searched for: they would mangle
 //! ordinary words and protect nothing.
 //!
+//! A caller that must search bytes rather than text, at a rate text redaction cannot keep (the
+//! moat proxy's response bodies), builds its own matcher from [`SecretSet::forms`], so the forms
+//! stay defined here.
+//!
 //! [`looks_secret_key`] is the other half of the job: it judges a *name* (a metadata key, an
 //! environment variable), where the set judges values it knows.
 
@@ -82,6 +86,16 @@ impl SecretSet {
     /// True when nothing would be hidden.
     pub fn is_empty(&self) -> bool {
         self.needles.is_empty()
+    }
+
+    /// Every form searched for (see the module docs): each at least [`SecretSet::MIN_LEN`] bytes,
+    /// deduplicated, in insertion order. For a caller that has to search with a matcher of its own
+    /// (the proxy's streaming scan of response bodies, which are bytes, not text) and should still
+    /// look for the same forms this set hides. Matching them ignoring ASCII case is the caller's
+    /// job, as is a form spelled with only some of its bytes percent-encoded, which no fixed
+    /// needle covers.
+    pub fn forms(&self) -> impl Iterator<Item = &Secret> {
+        self.needles.iter()
     }
 
     /// `text` with every span that holds a known secret (in any form) replaced by
@@ -422,6 +436,27 @@ mod tests {
 
     fn set<S: AsRef<str>>(secrets: &[S]) -> SecretSet {
         secrets.iter().map(|s| Secret::new(s.as_ref())).collect()
+    }
+
+    /// `forms` lists exactly what `redact` looks for: each form hidden alone, none too short.
+    #[test]
+    fn forms_are_the_needles_redact_searches_for() {
+        let basic = format!("Basic {}", STANDARD.encode("x-access-token:ghp_secret1"));
+        let set: SecretSet = [Secret::new(basic.clone()), Secret::new("abc")]
+            .into_iter()
+            .collect();
+        let forms: Vec<&str> = set.forms().map(Secret::expose).collect();
+        for wanted in [basic.as_str(), "ghp_secret1", "x-access-token:ghp_secret1"] {
+            assert!(forms.contains(&wanted), "{wanted} missing from {forms:?}");
+        }
+        assert!(
+            !forms.contains(&"abc"),
+            "a value under MIN_LEN is no needle"
+        );
+        for form in forms {
+            assert!(form.len() >= SecretSet::MIN_LEN);
+            assert_eq!(set.redact(form), SecretSet::MASK, "{form}");
+        }
     }
 
     /// Every form, through the one type: (secrets, text, what must be gone, expected output if

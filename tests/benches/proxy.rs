@@ -13,7 +13,8 @@
 //!
 //! The proxy runs in a child process (this same executable, `--serve-proxy`), built from the same
 //! library code as `moat proxy`, so its memory can be measured on its own. Environment knobs:
-//! `BENCH_SECONDS` (default 5), `MITMDUMP` (path to mitmdump).
+//! `BENCH_SECONDS` (default 5), `MITMDUMP` (path to mitmdump), `BENCH_BODY_BYTES` (the upstream's
+//! answer size; default a 70-byte JSON object).
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -446,7 +447,21 @@ async fn handshake(proxy: &ProxyChild, host: &str, tls: &Arc<rustls::ClientConfi
     elapsed
 }
 
-/// The local HTTPS upstream: HTTP/1.1 and HTTP/2, a small JSON answer to everything.
+/// What the upstream answers: a 70-byte JSON object, or with `BENCH_BODY_BYTES=N` that object
+/// repeated to `N` bytes (what every byte of a body costs the proxy: the credential mask reads
+/// them all).
+fn answer() -> Bytes {
+    const JSON: &[u8] = br#"{"login":"octocat","id":1,"node_id":"MDQ6VXNlcjE=","type":"User"}"#;
+    match std::env::var("BENCH_BODY_BYTES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(n) => Bytes::from(JSON.iter().copied().cycle().take(n).collect::<Vec<u8>>()),
+        None => Bytes::from_static(JSON),
+    }
+}
+
+/// The local HTTPS upstream: HTTP/1.1 and HTTP/2, the same answer ([`answer`]) to everything.
 struct Upstream {
     addr: SocketAddr,
 }
@@ -469,6 +484,7 @@ impl Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
+        let body = answer();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -483,17 +499,17 @@ impl Upstream {
                     };
                     let _ = tcp.set_nodelay(true);
                     let acceptor = acceptor.clone();
+                    let body = body.clone();
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let service = hyper::service::service_fn(|_request| async {
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from_static(
-                                    br#"{"login":"octocat","id":1,"node_id":"MDQ6VXNlcjE=","type":"User"}"#,
-                                ),
-                            )))
+                        let service = hyper::service::service_fn(move |_request| {
+                            let body = body.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
+                            }
                         });
                         let builder =
                             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -171,7 +171,11 @@ struct Shared {
 ///   `{"bytes": N, "pattern_ok": true}`;
 /// - `GET /sse` — `text/event-stream`: `data: one`, then, only after [`StreamServer::release`],
 ///   `data: two`, then the end;
-/// - `GET /ws` — a WebSocket echo (HTTP/1.1 upgrade);
+/// - `GET /ws` — a WebSocket echo (HTTP/1.1 upgrade); with `?greet=auth`, its first message is
+///   `you sent: <the request's authorization header>`;
+/// - `GET /echo-auth?split=N&encoding=E` — the request's `authorization` header echoed in a
+///   small JSON body, in frames of `N` bytes without a length (or whole with one), optionally
+///   labelled `content-encoding: E`;
 /// - anything else — JSON `{"method", "path", "version", "headers": {...}, "body"}` (the body read
 ///   whole: keep it small).
 ///
@@ -464,11 +468,22 @@ async fn route(mut request: Request<Incoming>, shared: Arc<Shared>) -> Response<
                 );
             };
             let upgrade = hyper::upgrade::on(&mut request);
+            let greeting = path.contains("greet=auth").then(|| {
+                format!(
+                    "you sent: {}",
+                    seen.header("authorization").unwrap_or_default()
+                )
+            });
             tokio::spawn(async move {
                 let Ok(upgraded) = upgrade.await else { return };
                 let mut ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
+                if let Some(greeting) = greeting
+                    && ws.send(greeting.into()).await.is_err()
+                {
+                    return;
+                }
                 while let Some(Ok(message)) = ws.next().await {
                     if message.is_close() {
                         break;
@@ -488,6 +503,57 @@ async fn route(mut request: Request<Incoming>, shared: Arc<Shared>) -> Response<
                 "sec-websocket-accept",
                 HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap(),
             );
+            response
+        }
+        "/echo-auth" => {
+            // The request's Authorization header handed back in the body, as an upstream with a
+            // debug endpoint would: as sent and upper-cased, in frames of `split` bytes sent
+            // 5 ms apart (so they reach the proxy as separate reads), or whole with a
+            // content-length when `split` is 0 or absent; with `encoding`, labelled with that
+            // content-encoding (the bytes are not actually compressed).
+            let query = |name: &str| {
+                path.split_once('?')
+                    .and_then(|(_, q)| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    })
+                    .map(str::to_owned)
+            };
+            let auth = seen.header("authorization").unwrap_or_default().to_owned();
+            let text = format!(
+                "{{\"authorization\": \"{auth}\", \"shouted\": \"{}\"}}\n",
+                auth.to_ascii_uppercase()
+            );
+            let split = query("split")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut response = if split == 0 {
+                let mut response =
+                    Response::new(boxed(http_body_util::Full::new(Bytes::from(text.clone()))));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+                response
+            } else {
+                let (tx, rx) = mpsc::channel::<Bytes>(1);
+                tokio::spawn(async move {
+                    for piece in text.as_bytes().chunks(split) {
+                        if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+                Response::new(boxed(ChannelBody { rx }))
+            };
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Some(encoding) = query("encoding")
+                && let Ok(value) = HeaderValue::from_str(&encoding)
+            {
+                response.headers_mut().insert("content-encoding", value);
+            }
             response
         }
         _ => {

@@ -1528,3 +1528,259 @@ fn unauthenticated_connections_are_bounded_in_number_and_lifetime() {
     });
     assert_eq!(upstream.seen().len(), 3);
 }
+
+/// A client through `proxy` for `token`, HTTP/1.1 only or offering HTTP/2 too.
+fn client_speaking(
+    proxy: &InProcess,
+    token: &RunToken,
+    h1_only: bool,
+) -> reqwest::blocking::Client {
+    let builder = reqwest::blocking::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(format!("http://moat:{}@{}", token.as_str(), proxy.addr()))
+                .unwrap(),
+        )
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&proxy.ca_pem).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(20));
+    let builder = if h1_only {
+        builder.http1_only()
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+#[test]
+fn an_upstream_echoing_the_injected_credential_in_its_body_hands_none_over() {
+    let real = "ghp_EchoedInTheBody0123456789abcdefXYZ";
+    let value = format!("Bearer {real}");
+    let ca = TestCa::new();
+    for upstream_h2 in [true, false] {
+        let upstream = if upstream_h2 {
+            StreamServer::start(&ca, &["api.example.com"])
+        } else {
+            StreamServer::start_h1(&ca, &["api.example.com"])
+        };
+        let proxy = InProcess::start(
+            &ca,
+            &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+            ProxyConfig::default(),
+        );
+        let (token, log) = proxy.register(
+            vec![rules(vec![credential(
+                "api.example.com",
+                "Authorization",
+                &value,
+                "example",
+            )])],
+            NetworkPolicy::default(),
+        );
+        let mut requests = 0;
+        for h1_only in [true, false] {
+            let client = client_speaking(&proxy, &token, h1_only);
+            // Whole with a length; then in frames that cut the token everywhere a 1-, 3- and
+            // 7-byte split can (chunked on HTTP/1.1, DATA frames on HTTP/2).
+            for split in [0, 1, 3, 7] {
+                let what =
+                    format!("upstream h2 {upstream_h2}, client h1 only {h1_only}, split {split}");
+                let response = client
+                    .get(format!("https://api.example.com/echo-auth?split={split}"))
+                    .header("accept-encoding", "gzip, br")
+                    .send()
+                    .unwrap();
+                requests += 1;
+                assert_eq!(response.status(), 200, "{what}");
+                let expected_version = if h1_only {
+                    reqwest::Version::HTTP_11
+                } else {
+                    reqwest::Version::HTTP_2
+                };
+                assert_eq!(response.version(), expected_version, "{what}");
+                let length = response.content_length();
+                let text = response.text().unwrap();
+                assert!(
+                    !text
+                        .to_ascii_lowercase()
+                        .contains(&real.to_ascii_lowercase()),
+                    "{what}: {text}"
+                );
+                // Masked byte for byte: the JSON is intact and as long as the upstream said.
+                let echo: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let masked = "*".repeat(value.len());
+                assert_eq!(echo["authorization"], masked, "{what}");
+                assert_eq!(echo["shouted"], masked, "{what}");
+                if split == 0 {
+                    assert_eq!(length, Some(text.len() as u64), "{what}");
+                }
+            }
+        }
+        // The upstream did get the credential, and was asked for a body the proxy can read.
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), requests);
+        for request in &seen {
+            assert_eq!(request.header("authorization"), Some(value.as_str()));
+            assert_eq!(request.header("accept-encoding"), Some("identity"));
+        }
+        let lines = read_log(&log, requests, Duration::from_secs(30));
+        let text = serde_json::to_string(&lines).unwrap();
+        assert!(!text.contains(real), "{text}");
+    }
+}
+
+#[test]
+fn a_compressed_answer_on_a_credential_host_is_refused_and_other_hosts_are_untouched() {
+    let real = "ghp_EchoedCompressed0123456789abcdef";
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.example.com", "cdn.example.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!(
+            "api.example.com:443:127.0.0.1:{0},cdn.example.com:443:127.0.0.1:{0}",
+            upstream.port()
+        ),
+        ProxyConfig::default(),
+    );
+    let (token, log) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "Authorization",
+            &format!("Bearer {real}"),
+            "example",
+        )])],
+        NetworkPolicy::default(),
+    );
+    for h1_only in [true, false] {
+        let client = client_speaking(&proxy, &token, h1_only);
+        for split in [0, 5] {
+            // The upstream ignores moat's `identity` and labels the echo gzip: it could be
+            // anything, so it is not passed on.
+            let response = client
+                .get(format!(
+                    "https://api.example.com/echo-auth?split={split}&encoding=gzip"
+                ))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 502);
+            let text = response.text().unwrap();
+            assert!(!text.contains(real), "{text}");
+            assert!(text.contains("compressed"), "{text}");
+        }
+    }
+    // A host without credentials keeps the client's encodings, and its answers pass as sent.
+    let client = client_speaking(&proxy, &token, true);
+    let response = client
+        .get("https://cdn.example.com/echo-auth?encoding=gzip&via=cdn")
+        .header("accept-encoding", "gzip")
+        .header("authorization", "Bearer not-a-moat-credential")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert!(
+        response
+            .text()
+            .unwrap()
+            .contains("Bearer not-a-moat-credential")
+    );
+    let cdn = upstream
+        .seen()
+        .into_iter()
+        .find(|s| s.path.ends_with("via=cdn"))
+        .unwrap();
+    assert_eq!(cdn.header("accept-encoding"), Some("gzip"));
+    let lines = read_log(&log, 5, Duration::from_secs(30));
+    let text = serde_json::to_string(&lines).unwrap();
+    assert!(!text.contains(real), "{text}");
+}
+
+#[test]
+fn a_websocket_on_a_credential_host_has_the_credential_masked_in_its_frames() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let real = "ghp_EchoedOverWebSocket0123456789";
+    let value = format!("Bearer {real}");
+    let ca = TestCa::new();
+    let upstream = StreamServer::start(&ca, &["api.example.com"]);
+    let proxy = InProcess::start(
+        &ca,
+        &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
+        ProxyConfig::default(),
+    );
+    let (token, _log) = proxy.register(
+        vec![rules(vec![credential(
+            "api.example.com",
+            "Authorization",
+            &value,
+            "example",
+        )])],
+        NetworkPolicy::default(),
+    );
+    let roots = roots_from_pem(&proxy.ca_pem);
+    proxy.runtime.block_on(async {
+        let tls = tls_through_proxy(
+            proxy.addr(),
+            token.as_str(),
+            "api.example.com:443",
+            "api.example.com",
+            client_tls(roots, &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        let mut request = "wss://api.example.com/ws?greet=auth"
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            "permessage-deflate".parse().unwrap(),
+        );
+        let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+            .await
+            .expect("the upgrade goes through");
+        assert_eq!(response.status(), 101);
+        let greeting = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            greeting,
+            Message::text(format!("you sent: {}", "*".repeat(value.len())))
+        );
+        // The echo still works, byte for byte, text and binary.
+        for message in [
+            Message::text("hello"),
+            Message::binary(vec![0u8, 1, 2, 255]),
+        ] {
+            ws.send(message.clone()).await.unwrap();
+            let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(echoed, message);
+        }
+        ws.close(None).await.unwrap();
+    });
+    let seen = upstream.seen();
+    assert_eq!(seen[0].header("authorization"), Some(value.as_str()));
+    assert_eq!(
+        seen[0].header("sec-websocket-extensions"),
+        None,
+        "no extension the proxy could not read is offered"
+    );
+
+    // Any other protocol is refused before it reaches the upstream.
+    let response = client_speaking(&proxy, &token, true)
+        .get("https://api.example.com/raw")
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(upstream.seen().len(), 1);
+}

@@ -6,6 +6,8 @@
 //!   (or is dropped) so the request's log line is written then.
 //! - [`Scrub`]: replaces a real token by its placeholder in a streamed body, across chunk
 //!   boundaries, holding back only the bytes that could be the start of the token.
+//! - [`Masked`]: overwrites every form of a host's credentials in a streamed body, byte for
+//!   byte, with a [`MaskStream`] (same length, so the body's size stays what the upstream said).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use hyper::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::inject::replace_all;
+use super::mask::{MaskStream, SecretMask};
 
 /// Any error a body can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -262,6 +265,81 @@ impl Body for Scrub {
     }
 }
 
+/// A body with every form of a host's credentials masked (see [`super::mask`]).
+pub(crate) struct Masked {
+    inner: ProxyBody,
+    stream: MaskStream,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl Masked {
+    pub fn wrap(inner: ProxyBody, mask: Arc<SecretMask>) -> ProxyBody {
+        Masked {
+            inner,
+            stream: MaskStream::new(mask),
+            trailers: None,
+            ended: false,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl Body for Masked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                if this.stream.held() > 0 {
+                    return Poll::Ready(Some(Ok(Frame::data(this.stream.finish()))));
+                }
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                None => this.ended = true,
+                // Whatever is held back is dropped with the stream: a secret's start never goes
+                // out at a cut.
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.stream.push(data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.ended = true;
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.stream.held() == 0 && self.trailers.is_none()
+    }
+
+    /// The mask keeps the length: what is left is what the upstream has still to send plus what
+    /// is held back.
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let held = self.stream.held() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +417,87 @@ mod tests {
             "a whole token is not held"
         );
         assert_eq!(held_back(b"", b"TOKEN"), 0);
+    }
+
+    /// Several credentials of one host, in several forms (raw, upper-cased, the token after its
+    /// scheme, a Basic value and its decoded password, base64), through the body wrapper at every
+    /// split into two frames: every form masked byte for byte, nothing else changed, the trailers
+    /// kept, and the size hint the upstream's.
+    #[tokio::test]
+    async fn masked_hides_every_form_of_several_credentials_at_every_split() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        use moat_plugin_sdk::{Secret, SecretSet};
+
+        let token = "ghp_MaskedBody0123456789";
+        let password = "glpat-Secret-Pass-42";
+        let basic = STANDARD.encode(format!("oauth2:{password}"));
+        let set: SecretSet = [
+            Secret::new(format!("Bearer {token}")),
+            Secret::new(format!("Basic {basic}")),
+        ]
+        .into_iter()
+        .collect();
+        let mask = SecretMask::new(&set).unwrap();
+        let text = format!(
+            "a={token};b=BEARER {upper};c=Basic {basic};d=oauth2:{password};e={b64};f=ok",
+            upper = token.to_ascii_uppercase(),
+            b64 = STANDARD.encode(token),
+        );
+        let hidden = [
+            format!("a={}", "*".repeat(token.len())),
+            format!("b={}", "*".repeat(7 + token.len())),
+            format!("c={}", "*".repeat(6 + basic.len())),
+            format!("d={}", "*".repeat(7 + password.len())),
+            format!("e={}", "*".repeat(STANDARD.encode(token).len())),
+            "f=ok".to_owned(),
+        ]
+        .join(";");
+        assert_eq!(hidden.len(), text.len());
+        for cut in 0..=text.len() {
+            let (head, tail) = text.split_at(cut);
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-check", hyper::header::HeaderValue::from_static("1"));
+            let inner = Chunks(
+                [head, tail]
+                    .iter()
+                    .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                    .collect(),
+            )
+            .boxed_unsync();
+            let inner = WithTrailers(inner, Some(trailers)).boxed_unsync();
+            let mut body = Masked::wrap(inner, Arc::clone(&mask));
+            let mut out = Vec::new();
+            let mut got_trailers = None;
+            while let Some(frame) = body.frame().await {
+                match frame.unwrap().into_data() {
+                    Ok(data) => out.extend_from_slice(&data),
+                    Err(frame) => got_trailers = frame.into_trailers().ok(),
+                }
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), hidden, "cut at {cut}");
+            assert_eq!(got_trailers.unwrap()["x-check"], "1", "cut at {cut}");
+        }
+        let sized = Masked::wrap(full(text.clone()), mask);
+        assert_eq!(sized.size_hint().exact(), Some(text.len() as u64));
+    }
+
+    /// A body, then trailers.
+    struct WithTrailers(ProxyBody, Option<HeaderMap>);
+
+    impl Body for WithTrailers {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match ready!(Pin::new(&mut self.0).poll_frame(cx)) {
+                None => Poll::Ready(self.1.take().map(|t| Ok(Frame::trailers(t)))),
+                other => Poll::Ready(other),
+            }
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,9 @@
 //! ([`scrub_headers`]), then every header value that still holds a secret of the run, in any form
 //! the run's redactor covers, is replaced ([`scrub_secret_headers`]); then the host's transforms
 //! (`response_transform` scrubbing and `replace_response` answers, both provider data) run in
-//! registration order and the first that applies wins ([`response_transform`]).
+//! registration order and the first that applies wins ([`response_transform`]). On a host that
+//! gets credentials, the body the upstream sends is then masked of every form of them
+//! ([`HostView::mask`], compiled once per rule set; see [`super::mask`]).
 //!
 //! Each kind of rule is looked up separately for the request's host: a `host:port` key first, then
 //! the bare host, then the most specific `*.suffix` (with a port, then without).
@@ -33,6 +35,7 @@ use moat_plugin_sdk::{ProxyRule, ProxyRules, ResponseAnswer, Secret, SecretSet, 
 
 use super::glob::PathGlob;
 use super::host::{HostError, HostPattern, NamePattern};
+use super::mask::SecretMask;
 
 /// Request bodies of known length up to this size get token substitution.
 pub const SUBSTITUTION_BODY_LIMIT: u64 = 64 * 1024;
@@ -254,6 +257,10 @@ pub(crate) struct CompiledRules {
     remove: HostMap<Vec<HeaderName>>,
     substitution: HostMap<Substitution>,
     transforms: HostMap<Vec<Transform>>,
+    /// Per credential host pattern (the same patterns as `credentials`, so a host gets the mask
+    /// of the credentials it gets): every form of those values, for response bodies. A pattern
+    /// whose values are all too short to search for has none.
+    masks: HostMap<std::sync::Arc<SecretMask>>,
 }
 
 /// What applies to one request's host.
@@ -264,6 +271,9 @@ pub(crate) struct HostView<'a> {
     pub remove: &'a [HeaderName],
     pub substitution: Option<&'a Substitution>,
     pub transforms: &'a [Transform],
+    /// The forms of `credentials`, to mask in response bodies; `None` without credentials (or
+    /// with only values too short to search for).
+    pub mask: Option<&'a std::sync::Arc<SecretMask>>,
 }
 
 impl HostView<'_> {
@@ -275,6 +285,12 @@ impl HostView<'_> {
                 .iter()
                 .any(|t| matches!(t, Transform::Scrub))
     }
+
+    /// Whether the proxy searches this host's response bodies for a secret (the substituted
+    /// token, or the credentials it injects), and so must be able to read them.
+    pub fn reads_responses(&self) -> bool {
+        self.scrubs_responses() || self.mask.is_some()
+    }
 }
 
 impl CompiledRules {
@@ -285,6 +301,15 @@ impl CompiledRules {
         for rules in all {
             for rule in &rules.rules {
                 compiled.add(rule)?;
+            }
+        }
+        for (pattern, list) in &compiled.credentials.entries {
+            let mut set = SecretSet::new();
+            for cred in list {
+                set.insert(&credential_secret(cred));
+            }
+            if let Some(mask) = SecretMask::new(&set) {
+                compiled.masks.entries.push((pattern.clone(), mask));
             }
         }
         Ok(compiled)
@@ -397,6 +422,7 @@ impl CompiledRules {
             remove: self.remove.get(host, port).map_or(&[], Vec::as_slice),
             substitution: secrets.then(|| self.substitution.get(host, port)).flatten(),
             transforms: self.transforms.get(host, port).map_or(&[], Vec::as_slice),
+            mask: secrets.then(|| self.masks.get(host, port)).flatten(),
         }
     }
 
@@ -407,8 +433,7 @@ impl CompiledRules {
         let mut set = SecretSet::new();
         for (_, list) in &self.credentials.entries {
             for cred in list {
-                // A value that is not visible ASCII is still a secret: never skip it.
-                set.insert(&Secret::new(String::from_utf8_lossy(cred.value.as_bytes())));
+                set.insert(&credential_secret(cred));
             }
         }
         for (_, sub) in &self.substitution.entries {
@@ -416,6 +441,12 @@ impl CompiledRules {
         }
         set
     }
+}
+
+/// A credential header's value as a secret. A value that is not visible ASCII is still a secret:
+/// never skip it.
+fn credential_secret(cred: &CredentialRule) -> Secret {
+    Secret::new(String::from_utf8_lossy(cred.value.as_bytes()))
 }
 
 /// What the injection did to one request, for the log (names and grants only).

@@ -3,7 +3,10 @@
 //! Containers talk HTTPS through it (`HTTPS_PROXY=http://moat:<run token>@<host>:<port>`). It
 //! terminates their TLS with a certificate from moat's own CA, applies the run's rules (the
 //! providers' [`moat_plugin_sdk::ProxyRules`] and the network policy) and forwards to the real host
-//! over verified TLS. The container only ever holds placeholders and its run token.
+//! over verified TLS. The container only ever holds placeholders and its run token, and what
+//! comes back from a host that got a credential is searched for it: response headers (every
+//! secret of the run, through its redactor), bodies and WebSocket frames (that host's
+//! credentials, masked as they stream, `mask` and `wsmask`).
 //!
 //! | module | job |
 //! | --- | --- |
@@ -16,6 +19,8 @@
 //! | `pipeline` | one forwarded request in named steps: policy, rules in, upstream, upgrade relay, response shaping, log line |
 //! | `hop` | hop-by-hop headers and connection upgrades |
 //! | `inject` | the rules applied per request and response (header scrubbing included); the log redactor |
+//! | `mask` | a host's injected credentials, in every form the redactor knows, found and masked in response bytes as they stream |
+//! | `wsmask` | the upstream's half of a WebSocket on a credential host: frames read as they pass, payloads masked |
 //! | `policy` | permissive/strict, host patterns, method and path rules |
 //! | `blocked` | a refusal: its `407` text, `X-Moat-Blocked` reason, the flag that allows it, the [`Blocked`] event |
 //! | `log` | `network.jsonl`, one redacted line per request |
@@ -51,6 +56,7 @@ mod host;
 mod inject;
 mod listener;
 pub(crate) mod log;
+mod mask;
 mod pipeline;
 pub(crate) mod policy;
 pub(crate) mod reclaim;
@@ -58,6 +64,7 @@ mod respond;
 pub(crate) mod runs;
 mod tunnel;
 pub(crate) mod upstream;
+mod wsmask;
 
 pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};

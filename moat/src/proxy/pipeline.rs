@@ -8,10 +8,14 @@
 //! 2. [`prepare`]: hop-by-hop headers out, the run's rules in ([`super::inject`]: credentials,
 //!    extra and removed headers, token substitution in the path and the body), the upstream URI;
 //! 3. [`forward`]: the request sent upstream ([`super::upstream`]);
-//! 4. [`relay_upgrade`] after a `101`: both connections relayed byte for byte;
+//! 4. [`relay_upgrade`] after a `101`: both connections relayed byte for byte, except on a host
+//!    that gets credentials: there only WebSocket, without extensions, with the upstream's
+//!    frames masked ([`super::wsmask`]);
 //! 5. [`shape_response`]: hop-by-hop headers out, every secret of the run (in any form its
 //!    redactor covers) scrubbed from response headers, the
-//!    host's response transforms (replacement, body scrubbing);
+//!    host's response transforms (replacement, body scrubbing), and on a host that gets
+//!    credentials, every form of them masked in the body ([`super::mask`]; a compressed body
+//!    there is refused, as moat asked for `identity`);
 //! 6. [`log_response`]: the response streams to the client while its first bytes are kept, and
 //!    the request's `network.jsonl` line is written when it ends.
 //!
@@ -26,16 +30,17 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue,
-    TRANSFER_ENCODING,
+    SEC_WEBSOCKET_EXTENSIONS, TRANSFER_ENCODING, UPGRADE,
 };
 use hyper::http::response::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use moat_plugin_sdk::SecretSet;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::blocked::Blocked;
-use super::body::{Capture, Logged, ProxyBody, Scrub, Tee, empty, full, incoming};
+use super::body::{Capture, Logged, Masked, ProxyBody, Scrub, Tee, empty, full, incoming};
 use super::hop::{is_upgrade, strip_hop_by_hop};
 use super::host::Target;
 use super::inject::{
@@ -45,8 +50,10 @@ use super::inject::{
 };
 use super::listener::Shared;
 use super::log::{BODY_CAPTURE_LIMIT, Entry, Refused, say_refused, snapshot};
+use super::mask::SecretMask;
 use super::respond::{blocked, text};
 use super::runs::{Run, RunState};
+use super::wsmask::FrameMasker;
 
 /// `http` or `https`: how the client reached the proxy, and how the upstream is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +278,20 @@ pub(crate) async fn handle(
         Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let mut response = response;
             scrub_secret_headers(response.headers_mut(), &state.redactor);
-            let response = relay_upgrade(&target, client, response);
+            if view.mask.is_some()
+                && (!is_websocket(response.headers())
+                    || response.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS))
+            {
+                // The upstream switched to something the frame masker cannot read.
+                let response = text(
+                    StatusCode::BAD_GATEWAY,
+                    "moat proxy: the upstream switched to a protocol or WebSocket extension \
+                     moat cannot search for the credential it added; not relayed\n",
+                );
+                let reason = "unreadable upgrade on a credential host".to_owned();
+                return pending.respond(response, Some(reason));
+            }
+            let response = relay_upgrade(&target, client, response, view.mask.cloned());
             return pending.respond(response, None);
         }
         _ => response,
@@ -341,6 +361,23 @@ async fn prepare(
             Some("upgrade refused on a substitution host".into()),
         ));
     }
+    if upgrade && view.mask.is_some() {
+        // After the 101 the proxy can still read a WebSocket's frames and mask the credential in
+        // them (`wsmask`), but only without extensions (permessage-deflate would compress them),
+        // and no other protocol at all.
+        if !is_websocket(&parts.headers) {
+            let response = text(
+                StatusCode::FORBIDDEN,
+                "moat proxy: on hosts moat adds credentials to, only WebSocket upgrades are \
+                 relayed\n",
+            );
+            return Err((
+                response,
+                Some("non-WebSocket upgrade refused on a credential host".into()),
+            ));
+        }
+        parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
+    }
     let Injected {
         headers: injected,
         grants,
@@ -352,8 +389,10 @@ async fn prepare(
     pending.entry.grants = grants;
     let substituted_path = view.substitution.and_then(|sub| substitute(url.path, sub));
     let forwarded_path = substituted_path.as_deref().unwrap_or(url.path);
-    if view.scrubs_responses() {
-        // The scrubber can only search what it can read.
+    if view.reads_responses() {
+        // The scrubber and the mask can only search what they can read. On a credential host
+        // this costs the compression of every answer: the price of knowing the credential is not
+        // in it.
         parts
             .headers
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -458,12 +497,14 @@ async fn forward(
     })
 }
 
-/// Step 4: after a `101`, both upgraded connections relayed byte for byte in the background;
-/// the client gets the `101`'s head.
+/// Step 4: after a `101`, both upgraded connections relayed in the background, byte for byte,
+/// or on a credential host (`mask`) with the upstream's WebSocket frames masked; the client gets
+/// the `101`'s head.
 fn relay_upgrade(
     target: &Target,
     client_upgrade: OnUpgrade,
     mut response: Response<Incoming>,
+    mask: Option<Arc<SecretMask>>,
 ) -> Response<ProxyBody> {
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let host = target.host.clone();
@@ -472,7 +513,13 @@ fn relay_upgrade(
             (Ok(client), Ok(upstream)) => {
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
-                if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                let relayed = match mask {
+                    Some(mask) => relay_masked(client, upstream, mask).await,
+                    None => tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                        .await
+                        .map(drop),
+                };
+                if let Err(err) = relayed {
                     tracing::debug!(%host, %err, "upgraded connection ended");
                 }
             }
@@ -485,9 +532,49 @@ fn relay_upgrade(
     Response::from_parts(parts, empty())
 }
 
+/// A WebSocket relayed with the upstream's frames masked ([`FrameMasker`]); a frame it cannot
+/// read ends both connections.
+async fn relay_masked<C, U>(client: C, upstream: U, mask: Arc<SecretMask>) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let up = async {
+        tokio::io::copy(&mut client_read, &mut upstream_write).await?;
+        upstream_write.shutdown().await
+    };
+    let down = async {
+        let mut masker = FrameMasker::new(mask);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = upstream_read.read(&mut buf).await?;
+            if n == 0 {
+                let mut rest = Vec::new();
+                masker.finish(&mut rest);
+                client_write.write_all(&rest).await?;
+                return client_write.shutdown().await;
+            }
+            let out = masker.push(&buf[..n]).map_err(std::io::Error::other)?;
+            client_write.write_all(&out).await?;
+        }
+    };
+    tokio::try_join!(up, down).map(drop)
+}
+
+/// `Upgrade: websocket`, alone.
+fn is_websocket(headers: &hyper::HeaderMap) -> bool {
+    let mut values = headers.get_all(UPGRADE).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"websocket")
+    )
+}
+
 /// Step 5: the response as the client gets it: hop-by-hop headers out, credentials and the
 /// substituted token scrubbed from its headers, then the first of the host's response transforms
-/// that applies.
+/// that applies, then the host's credentials masked in the body.
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
 fn shape_response(
     view: &HostView<'_>,
@@ -516,7 +603,26 @@ fn shape_response(
         );
         return Err((response, Some("encoded body on a substitution host".into())));
     }
-    let body = match response_transform(view, method.as_str(), path, parts.status, &parts.headers) {
+    let action = response_transform(view, method.as_str(), path, parts.status, &parts.headers);
+    // On a host moat injects credentials for, whatever the upstream sends back is searched for
+    // them (an echo of the request's headers, an error quoting them). Not a `replace_response`
+    // answer: that is the provider's text, not the upstream's.
+    let mask = view.mask.filter(|_| {
+        !matches!(action, ResponseAction::Replace(_)) && carries_body(method, parts.status)
+    });
+    if mask.is_some() && !identity_encoded(&parts.headers) {
+        // moat asked for `identity`; a compressed answer anyway cannot be searched, and
+        // decompressing every encoding an upstream might pick is more code in the path of every
+        // response than this rare case is worth.
+        let response = text(
+            StatusCode::BAD_GATEWAY,
+            "moat proxy: the upstream sent a compressed body although moat asked for none; it \
+             cannot be searched for the credential moat added to the request, so it was not \
+             passed on\n",
+        );
+        return Err((response, Some("encoded body on a credential host".into())));
+    }
+    let body = match action {
         ResponseAction::None => incoming(body),
         ResponseAction::Replace(answer) => {
             parts.status = answer.status;
@@ -543,7 +649,20 @@ fn shape_response(
             )
         }
     };
+    // Same length: `Content-Length` stays true.
+    let body = match mask {
+        Some(mask) => Masked::wrap(body, Arc::clone(mask)),
+        None => body,
+    };
     Ok((parts, body))
+}
+
+/// Whether a response to `method` with `status` can have a body (RFC 9110 §6.4.1).
+fn carries_body(method: &Method, status: StatusCode) -> bool {
+    method != Method::HEAD
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// Step 6: the response handed to the client; with a request log, its first bytes are kept and
