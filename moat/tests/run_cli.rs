@@ -107,7 +107,7 @@ fn list_shows_runs_newest_first_and_as_json() {
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect();
-    assert_eq!(header, ["NAME", "RUN ID", "STATE", "AGE", "IMAGE"]);
+    assert_eq!(header, ["NAME", "RUN ID", "AGENT", "STATE", "AGE", "IMAGE"]);
     assert!(lines[1].starts_with("new-run ") && lines[1].contains("run_00000000000b"));
     assert!(lines[1].contains("running") && lines[1].contains("debian:bookworm-slim"));
     assert!(
