@@ -7,7 +7,8 @@
 //! - [`Scrub`]: replaces a real token by its placeholder in a streamed body, across chunk
 //!   boundaries, holding back only the bytes that could be the start of the token.
 //! - [`Masked`]: overwrites every form of a host's credentials in a streamed body, byte for
-//!   byte, with a [`MaskStream`] (same length, so the body's size stays what the upstream said).
+//!   byte, with a [`MaskStream`] (same length, so the body's size stays what the upstream said),
+//!   and in its trailers.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::HeaderValue;
 
 use super::inject::replace_all;
 use super::mask::{MaskStream, SecretMask};
@@ -268,6 +270,8 @@ impl Body for Scrub {
 /// A body with every form of a host's credentials masked (see [`super::mask`]).
 pub(crate) struct Masked {
     inner: ProxyBody,
+    /// For the trailers, which come whole.
+    mask: Arc<SecretMask>,
     stream: MaskStream,
     trailers: Option<HeaderMap>,
     ended: bool,
@@ -277,7 +281,8 @@ impl Masked {
     pub fn wrap(inner: ProxyBody, mask: Arc<SecretMask>) -> ProxyBody {
         Masked {
             inner,
-            stream: MaskStream::new(mask),
+            stream: MaskStream::new(Arc::clone(&mask)),
+            mask,
             trailers: None,
             ended: false,
         }
@@ -314,7 +319,20 @@ impl Body for Masked {
                         }
                     }
                     Err(frame) => {
-                        this.trailers = frame.into_trailers().ok();
+                        // Trailers are headers sent last (gRPC's `grpc-message` is an error
+                        // text that could quote the request): masked like the body.
+                        this.trailers = frame.into_trailers().ok().map(|mut trailers| {
+                            for value in trailers.values_mut() {
+                                let masked = this.mask.mask_whole(value.as_bytes());
+                                if masked != value.as_bytes() {
+                                    // Visible ASCII replaced some bytes of a valid value.
+                                    if let Ok(masked) = HeaderValue::from_bytes(&masked) {
+                                        *value = masked;
+                                    }
+                                }
+                            }
+                            trailers
+                        });
                         this.ended = true;
                     }
                 },
@@ -457,7 +475,11 @@ mod tests {
         for cut in 0..=text.len() {
             let (head, tail) = text.split_at(cut);
             let mut trailers = HeaderMap::new();
-            trailers.insert("x-check", hyper::header::HeaderValue::from_static("1"));
+            trailers.insert("x-check", HeaderValue::from_static("1"));
+            trailers.insert(
+                "grpc-message",
+                HeaderValue::from_str(&format!("bad credential Bearer {token}")).unwrap(),
+            );
             let inner = Chunks(
                 [head, tail]
                     .iter()
@@ -476,7 +498,13 @@ mod tests {
                 }
             }
             assert_eq!(String::from_utf8(out).unwrap(), hidden, "cut at {cut}");
-            assert_eq!(got_trailers.unwrap()["x-check"], "1", "cut at {cut}");
+            let got_trailers = got_trailers.unwrap();
+            assert_eq!(got_trailers["x-check"], "1", "cut at {cut}");
+            assert_eq!(
+                got_trailers["grpc-message"],
+                format!("bad credential {}", "*".repeat(7 + token.len())),
+                "cut at {cut}"
+            );
         }
         let sized = Masked::wrap(full(text.clone()), mask);
         assert_eq!(sized.size_hint().exact(), Some(text.len() as u64));

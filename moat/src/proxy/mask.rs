@@ -98,6 +98,16 @@ impl SecretMask {
         merged
     }
 
+    /// `bytes` arriving in one piece (a trailer's value, a WebSocket control frame) with every
+    /// form masked.
+    pub fn mask_whole(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut masked = bytes.to_vec();
+        for (start, end) in self.spans(bytes) {
+            masked[start..end].fill(MASK_BYTE);
+        }
+        masked
+    }
+
     /// The length of the longest tail of `bytes` that is the start of a form but not all of it:
     /// what has to wait for the next chunk to tell whether it is a secret. A whole form at the
     /// end is held too when it starts a longer one (the token, then the rest of a longer form).

@@ -115,7 +115,7 @@ impl FrameMasker {
                     if payload.len() == *len {
                         let mut frame = std::mem::take(header);
                         let payload = std::mem::take(payload);
-                        frame.extend_from_slice(&self.mask_whole(payload));
+                        frame.extend_from_slice(&self.mask.mask_whole(&payload));
                         self.state = State::Header;
                         self.queue.push_back(Item::Literal(frame));
                         self.drain(Bytes::new(), &mut out);
@@ -175,14 +175,6 @@ impl FrameMasker {
     fn end_message(&mut self, out: &mut Vec<u8>) {
         let rest = self.message.finish();
         self.drain(rest, out);
-    }
-
-    /// A control frame's payload, masked on its own.
-    fn mask_whole(&self, payload: Vec<u8>) -> Vec<u8> {
-        let mut stream = MaskStream::new(Arc::clone(&self.mask));
-        let mut masked = stream.push(Bytes::from(payload)).to_vec();
-        masked.extend_from_slice(&stream.finish());
-        masked
     }
 
     /// Fills the waiting payload room with `masked` (the message's next bytes, in order) and
