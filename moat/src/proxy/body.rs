@@ -258,7 +258,19 @@ impl Body for Scrub {
                         }
                     }
                     Err(frame) => {
-                        this.trailers = frame.into_trailers().ok();
+                        // Trailers come whole: the token is put back as its placeholder there
+                        // too.
+                        this.trailers = frame.into_trailers().ok().map(|mut trailers| {
+                            for value in trailers.values_mut() {
+                                if let Some(replaced) =
+                                    replace_all(value.as_bytes(), &this.real, &this.placeholder)
+                                    && let Ok(replaced) = HeaderValue::from_bytes(&replaced)
+                                {
+                                    *value = replaced;
+                                }
+                            }
+                            trailers
+                        });
                         this.ended = true;
                     }
                 },
@@ -416,6 +428,24 @@ mod tests {
             let expected = split.concat().replace("TOKEN123", "[P]");
             assert_eq!(String::from_utf8(all).unwrap(), expected, "{split:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn scrub_puts_the_placeholder_back_in_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert(
+            "x-debug",
+            HeaderValue::from_static("url=/botTOKEN123/getMe"),
+        );
+        let inner = WithTrailers(chunks(&["ok"]), Some(trailers)).boxed_unsync();
+        let mut body = Scrub::wrap(inner, b"TOKEN123", b"moat-0123");
+        let mut got = None;
+        while let Some(frame) = body.frame().await {
+            if let Ok(trailers) = frame.unwrap().into_trailers() {
+                got = Some(trailers);
+            }
+        }
+        assert_eq!(got.unwrap()["x-debug"], "url=/botmoat-0123/getMe");
     }
 
     #[tokio::test]
