@@ -4,11 +4,11 @@
 //! - [`Tee`]: passes a request body through and keeps its first bytes for the log.
 //! - [`Logged`]: passes a response body through, keeps its first bytes, and reports when it ends
 //!   (or is dropped) so the request's log line is written then.
-//! - [`Scrub`]: replaces a real token by its placeholder in a streamed body, across chunk
-//!   boundaries, holding back only the bytes that could be the start of the token.
-//! - [`Masked`]: overwrites every form of a host's credentials in a streamed body, byte for
-//!   byte, with a [`MaskStream`] (same length, so the body's size stays what the upstream said),
-//!   and in its trailers.
+//! - [`Rewritten`]: a body streamed through a [`Rewrite`] that searches for a secret across chunk
+//!   boundaries, holding back only the bytes that could be its start, trailers included:
+//!   [`TokenSwap`] puts a real token back as its placeholder; [`MaskStream`] overwrites every
+//!   form of a host's credentials byte for byte (same length, so the body's size stays what the
+//!   upstream said).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 
 use super::inject::replace_all;
-use super::mask::{MaskStream, SecretMask};
+use super::mask::MaskStream;
 
 /// Any error a body can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -191,24 +191,36 @@ impl Drop for Logged {
     }
 }
 
-/// A body with every occurrence of `real` replaced by `placeholder`.
-pub(crate) struct Scrub {
+/// A streamed rewrite of a body's bytes that searches for a secret: each chunk gives what can go
+/// on now and keeps back a tail that could be the start of one; the end gives the rest.
+/// Trailers, which come whole, are rewritten value by value.
+pub(crate) trait Rewrite: Send + Unpin + 'static {
+    /// The next chunk in; what can go on now (possibly nothing) out.
+    fn push(&mut self, data: Bytes) -> Bytes;
+    /// The body has ended: the held-back tail, rewritten where it owes.
+    fn finish(&mut self) -> Bytes;
+    /// How many bytes are held back.
+    fn held(&self) -> usize;
+    /// A value that comes whole (a trailer's), rewritten; `None` when there is nothing in it.
+    fn whole(&self, value: &[u8]) -> Option<Vec<u8>>;
+    /// Whether the rewrite keeps the body's length, so its size is still the upstream's.
+    fn keeps_length(&self) -> bool;
+}
+
+/// A body streamed through a [`Rewrite`]: [`TokenSwap`] on substitution hosts, the credential
+/// mask ([`MaskStream`]) on hosts that get credentials.
+pub(crate) struct Rewritten<R> {
     inner: ProxyBody,
-    real: Vec<u8>,
-    placeholder: Vec<u8>,
-    /// A tail of the previous chunk that could be the start of `real`.
-    carry: Vec<u8>,
+    rewrite: R,
     trailers: Option<HeaderMap>,
     ended: bool,
 }
 
-impl Scrub {
-    pub fn wrap(inner: ProxyBody, real: &[u8], placeholder: &[u8]) -> ProxyBody {
-        Scrub {
+impl<R: Rewrite> Rewritten<R> {
+    pub fn wrap(inner: ProxyBody, rewrite: R) -> ProxyBody {
+        Rewritten {
             inner,
-            real: real.to_vec(),
-            placeholder: placeholder.to_vec(),
-            carry: Vec::new(),
+            rewrite,
             trailers: None,
             ended: false,
         }
@@ -216,16 +228,7 @@ impl Scrub {
     }
 }
 
-/// The length of the longest suffix of `buf` that is a proper prefix of `needle`.
-fn held_back(buf: &[u8], needle: &[u8]) -> usize {
-    let max = buf.len().min(needle.len().saturating_sub(1));
-    (1..=max)
-        .rev()
-        .find(|&k| buf[buf.len() - k..] == needle[..k])
-        .unwrap_or(0)
-}
-
-impl Body for Scrub {
+impl<R: Rewrite> Body for Rewritten<R> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -236,111 +239,32 @@ impl Body for Scrub {
         let this = &mut *self;
         loop {
             if this.ended {
-                if !this.carry.is_empty() {
-                    let rest = std::mem::take(&mut this.carry);
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))));
+                if this.rewrite.held() > 0 {
+                    return Poll::Ready(Some(Ok(Frame::data(this.rewrite.finish()))));
                 }
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 None => this.ended = true,
-                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let mut buf = std::mem::take(&mut this.carry);
-                        buf.extend_from_slice(&data);
-                        let mut buf =
-                            replace_all(&buf, &this.real, &this.placeholder).unwrap_or(buf);
-                        let hold = held_back(&buf, &this.real);
-                        this.carry = buf.split_off(buf.len() - hold);
-                        if !buf.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))));
-                        }
-                    }
-                    Err(frame) => {
-                        // Trailers come whole: the token is put back as its placeholder there
-                        // too.
-                        this.trailers = frame.into_trailers().ok().map(|mut trailers| {
-                            for value in trailers.values_mut() {
-                                if let Some(replaced) =
-                                    replace_all(value.as_bytes(), &this.real, &this.placeholder)
-                                    && let Ok(replaced) = HeaderValue::from_bytes(&replaced)
-                                {
-                                    *value = replaced;
-                                }
-                            }
-                            trailers
-                        });
-                        this.ended = true;
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// A body with every form of a host's credentials masked (see [`super::mask`]).
-pub(crate) struct Masked {
-    inner: ProxyBody,
-    /// For the trailers, which come whole.
-    mask: Arc<SecretMask>,
-    stream: MaskStream,
-    trailers: Option<HeaderMap>,
-    ended: bool,
-}
-
-impl Masked {
-    pub fn wrap(inner: ProxyBody, mask: Arc<SecretMask>) -> ProxyBody {
-        Masked {
-            inner,
-            stream: MaskStream::new(Arc::clone(&mask)),
-            mask,
-            trailers: None,
-            ended: false,
-        }
-        .boxed_unsync()
-    }
-}
-
-impl Body for Masked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            if this.ended {
-                if this.stream.held() > 0 {
-                    return Poll::Ready(Some(Ok(Frame::data(this.stream.finish()))));
-                }
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                None => this.ended = true,
-                // Whatever is held back is dropped with the stream: a secret's start never goes
+                // Whatever is held back is dropped with the body: a secret's start never goes
                 // out at a cut.
                 Some(Err(err)) => return Poll::Ready(Some(Err(err))),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let out = this.stream.push(data);
+                        let out = this.rewrite.push(data);
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }
                     Err(frame) => {
                         // Trailers are headers sent last (gRPC's `grpc-message` is an error
-                        // text that could quote the request): masked like the body.
+                        // text that could quote the request): rewritten like the body.
                         this.trailers = frame.into_trailers().ok().map(|mut trailers| {
                             for value in trailers.values_mut() {
-                                let masked = this.mask.mask_whole(value.as_bytes());
-                                if masked != value.as_bytes() {
-                                    // Visible ASCII replaced some bytes of a valid value.
-                                    if let Ok(masked) = HeaderValue::from_bytes(&masked) {
-                                        *value = masked;
-                                    }
+                                if let Some(rewritten) = this.rewrite.whole(value.as_bytes())
+                                    && let Ok(rewritten) = HeaderValue::from_bytes(&rewritten)
+                                {
+                                    *value = rewritten;
                                 }
                             }
                             trailers
@@ -353,20 +277,102 @@ impl Body for Masked {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.stream.held() == 0 && self.trailers.is_none()
+        self.ended && self.rewrite.held() == 0 && self.trailers.is_none()
     }
 
-    /// The mask keeps the length: what is left is what the upstream has still to send plus what
-    /// is held back.
+    /// When the rewrite keeps the length, what is left is what the upstream has still to send
+    /// plus what is held back.
     fn size_hint(&self) -> SizeHint {
+        if !self.rewrite.keeps_length() {
+            return SizeHint::default();
+        }
         let inner = self.inner.size_hint();
-        let held = self.stream.held() as u64;
+        let held = self.rewrite.held() as u64;
         let mut hint = SizeHint::new();
         hint.set_lower(inner.lower() + held);
         if let Some(upper) = inner.upper() {
             hint.set_upper(upper + held);
         }
         hint
+    }
+}
+
+/// Every occurrence of `real` replaced by `placeholder` (a substituted token put back as the
+/// placeholder the container knows).
+pub(crate) struct TokenSwap {
+    real: Vec<u8>,
+    placeholder: Vec<u8>,
+    /// A tail of the previous chunk that could be the start of `real`.
+    carry: Vec<u8>,
+}
+
+impl TokenSwap {
+    pub fn new(real: &[u8], placeholder: &[u8]) -> TokenSwap {
+        TokenSwap {
+            real: real.to_vec(),
+            placeholder: placeholder.to_vec(),
+            carry: Vec::new(),
+        }
+    }
+}
+
+/// The length of the longest suffix of `buf` that is a proper prefix of `needle`.
+fn held_back(buf: &[u8], needle: &[u8]) -> usize {
+    let max = buf.len().min(needle.len().saturating_sub(1));
+    (1..=max)
+        .rev()
+        .find(|&k| buf[buf.len() - k..] == needle[..k])
+        .unwrap_or(0)
+}
+
+impl Rewrite for TokenSwap {
+    fn push(&mut self, data: Bytes) -> Bytes {
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(&data);
+        let mut buf = replace_all(&buf, &self.real, &self.placeholder).unwrap_or(buf);
+        let hold = held_back(&buf, &self.real);
+        self.carry = buf.split_off(buf.len() - hold);
+        Bytes::from(buf)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.carry))
+    }
+
+    fn held(&self) -> usize {
+        self.carry.len()
+    }
+
+    fn whole(&self, value: &[u8]) -> Option<Vec<u8>> {
+        replace_all(value, &self.real, &self.placeholder)
+    }
+
+    fn keeps_length(&self) -> bool {
+        self.real.len() == self.placeholder.len()
+    }
+}
+
+impl Rewrite for MaskStream {
+    fn push(&mut self, data: Bytes) -> Bytes {
+        MaskStream::push(self, data)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        MaskStream::finish(self)
+    }
+
+    fn held(&self) -> usize {
+        MaskStream::held(self)
+    }
+
+    fn whole(&self, value: &[u8]) -> Option<Vec<u8>> {
+        let masked = self.mask().mask_whole(value);
+        (masked != value).then_some(masked)
+    }
+
+    /// Every byte of a secret becomes one `*`.
+    fn keeps_length(&self) -> bool {
+        true
     }
 }
 
@@ -424,7 +430,11 @@ mod tests {
             vec!["TOKEN12", "x TOKEN123"],
             vec!["TOKTOKEN123"],
         ] {
-            let (_, all) = collect(Scrub::wrap(chunks(&split), b"TOKEN123", b"[P]")).await;
+            let (_, all) = collect(Rewritten::wrap(
+                chunks(&split),
+                TokenSwap::new(b"TOKEN123", b"[P]"),
+            ))
+            .await;
             let expected = split.concat().replace("TOKEN123", "[P]");
             assert_eq!(String::from_utf8(all).unwrap(), expected, "{split:?}");
         }
@@ -438,7 +448,7 @@ mod tests {
             HeaderValue::from_static("url=/botTOKEN123/getMe"),
         );
         let inner = WithTrailers(chunks(&["ok"]), Some(trailers)).boxed_unsync();
-        let mut body = Scrub::wrap(inner, b"TOKEN123", b"moat-0123");
+        let mut body = Rewritten::wrap(inner, TokenSwap::new(b"TOKEN123", b"moat-0123"));
         let mut got = None;
         while let Some(frame) = body.frame().await {
             if let Ok(trailers) = frame.unwrap().into_trailers() {
@@ -451,10 +461,9 @@ mod tests {
     #[tokio::test]
     async fn scrub_holds_back_only_possible_token_starts() {
         // SSE events end in newlines, which no token starts with: nothing is delayed.
-        let (frames, _) = collect(Scrub::wrap(
+        let (frames, _) = collect(Rewritten::wrap(
             chunks(&["data: 1\n\n", "data: 2\n\n"]),
-            b"TOKEN",
-            b"P",
+            TokenSwap::new(b"TOKEN", b"P"),
         ))
         .await;
         assert_eq!(frames, [b"data: 1\n\n".to_vec(), b"data: 2\n\n".to_vec()]);
@@ -486,7 +495,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let mask = SecretMask::new(&set).unwrap();
+        let mask = super::super::mask::SecretMask::new(&set).unwrap();
         let text = format!(
             "a={token};b=BEARER {upper};c=Basic {basic};d=oauth2:{password};e={b64};f=ok",
             upper = token.to_ascii_uppercase(),
@@ -518,7 +527,7 @@ mod tests {
             )
             .boxed_unsync();
             let inner = WithTrailers(inner, Some(trailers)).boxed_unsync();
-            let mut body = Masked::wrap(inner, Arc::clone(&mask));
+            let mut body = Rewritten::wrap(inner, MaskStream::new(Arc::clone(&mask)));
             let mut out = Vec::new();
             let mut got_trailers = None;
             while let Some(frame) = body.frame().await {
@@ -536,7 +545,7 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        let sized = Masked::wrap(full(text.clone()), mask);
+        let sized = Rewritten::wrap(full(text.clone()), MaskStream::new(mask));
         assert_eq!(sized.size_hint().exact(), Some(text.len() as u64));
     }
 

@@ -199,6 +199,11 @@ impl MaskStream {
     pub fn held(&self) -> usize {
         self.carry.len()
     }
+
+    /// The mask it searches with.
+    pub fn mask(&self) -> &SecretMask {
+        &self.mask
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use moat_plugin_sdk::SecretSet;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::blocked::Blocked;
-use super::body::{Capture, Logged, Masked, ProxyBody, Scrub, Tee, empty, full, incoming};
+use super::body::{Capture, Logged, ProxyBody, Rewritten, Tee, TokenSwap, empty, full, incoming};
 use super::hop::{is_upgrade, strip_hop_by_hop};
 use super::host::Target;
 use super::inject::{
@@ -50,7 +50,7 @@ use super::inject::{
 };
 use super::listener::Shared;
 use super::log::{BODY_CAPTURE_LIMIT, Entry, Refused, say_refused, snapshot};
-use super::mask::SecretMask;
+use super::mask::{MaskStream, SecretMask};
 use super::respond::{blocked, text};
 use super::runs::{Run, RunState};
 use super::wsmask::FrameMasker;
@@ -642,16 +642,15 @@ fn shape_response(
             if sub.placeholder.len() != sub.real.expose().len() {
                 parts.headers.remove(CONTENT_LENGTH);
             }
-            Scrub::wrap(
+            Rewritten::wrap(
                 incoming(body),
-                sub.real.expose().as_bytes(),
-                sub.placeholder.as_bytes(),
+                TokenSwap::new(sub.real.expose().as_bytes(), sub.placeholder.as_bytes()),
             )
         }
     };
     // Same length: `Content-Length` stays true.
     let body = match mask {
-        Some(mask) => Masked::wrap(body, Arc::clone(mask)),
+        Some(mask) => Rewritten::wrap(body, MaskStream::new(Arc::clone(mask))),
         None => body,
     };
     Ok((parts, body))
