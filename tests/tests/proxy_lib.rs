@@ -62,6 +62,19 @@ impl InProcess {
         self.handle.as_ref().unwrap().addr()
     }
 
+    /// A run whose one rule gives `host` an `Authorization` of `value`, any network allowed.
+    fn register_credential(&self, host: &str, value: &str) -> (RunToken, PathBuf) {
+        self.register(
+            vec![rules(vec![credential(
+                host,
+                "Authorization",
+                value,
+                "example",
+            )])],
+            NetworkPolicy::default(),
+        )
+    }
+
     fn register(&self, grants: Vec<ProxyRules>, policy: NetworkPolicy) -> (RunToken, PathBuf) {
         let log = self
             .dir
@@ -1004,15 +1017,7 @@ fn a_secret_straddling_the_body_capture_limit_leaves_no_prefix_in_the_log() {
         &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
         ProxyConfig::default(),
     );
-    let (token, log) = proxy.register(
-        vec![rules(vec![credential(
-            "api.example.com",
-            "Authorization",
-            &format!("Bearer {real}"),
-            "example",
-        )])],
-        NetworkPolicy::default(),
-    );
+    let (token, log) = proxy.register_credential("api.example.com", &format!("Bearer {real}"));
     let response = proxy
         .client(&token)
         .post("https://api.example.com/echo")
@@ -1073,15 +1078,7 @@ fn an_upstream_echoing_a_credential_in_any_form_in_response_headers_hands_none_o
         &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
         ProxyConfig::default(),
     );
-    let (token, log) = proxy.register(
-        vec![rules(vec![credential(
-            "api.example.com",
-            "Authorization",
-            &format!("Bearer {real}"),
-            "example",
-        )])],
-        NetworkPolicy::default(),
-    );
+    let (token, log) = proxy.register_credential("api.example.com", &format!("Bearer {real}"));
     let response = proxy
         .client(&token)
         .get("https://api.example.com/whoami")
@@ -1569,15 +1566,7 @@ fn an_upstream_echoing_the_injected_credential_in_its_body_hands_none_over() {
             &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
             ProxyConfig::default(),
         );
-        let (token, log) = proxy.register(
-            vec![rules(vec![credential(
-                "api.example.com",
-                "Authorization",
-                &value,
-                "example",
-            )])],
-            NetworkPolicy::default(),
-        );
+        let (token, log) = proxy.register_credential("api.example.com", &value);
         let mut requests = 0;
         for h1_only in [true, false] {
             let client = client_speaking(&proxy, &token, h1_only);
@@ -1643,15 +1632,7 @@ fn a_compressed_answer_on_a_credential_host_is_refused_and_other_hosts_are_untou
         ),
         ProxyConfig::default(),
     );
-    let (token, log) = proxy.register(
-        vec![rules(vec![credential(
-            "api.example.com",
-            "Authorization",
-            &format!("Bearer {real}"),
-            "example",
-        )])],
-        NetworkPolicy::default(),
-    );
+    let (token, log) = proxy.register_credential("api.example.com", &format!("Bearer {real}"));
     for h1_only in [true, false] {
         let client = client_speaking(&proxy, &token, h1_only);
         for split in [0, 5] {
@@ -1711,15 +1692,7 @@ fn a_websocket_on_a_credential_host_has_the_credential_masked_in_its_frames() {
         &format!("api.example.com:443:127.0.0.1:{}", upstream.port()),
         ProxyConfig::default(),
     );
-    let (token, _log) = proxy.register(
-        vec![rules(vec![credential(
-            "api.example.com",
-            "Authorization",
-            &value,
-            "example",
-        )])],
-        NetworkPolicy::default(),
-    );
+    let (token, _log) = proxy.register_credential("api.example.com", &value);
     let roots = roots_from_pem(&proxy.ca_pem);
     proxy.runtime.block_on(async {
         let tls = tls_through_proxy(
