@@ -94,15 +94,7 @@ impl InProcess {
     }
 
     fn client(&self, token: &RunToken) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder()
-            .proxy(
-                reqwest::Proxy::all(format!("http://moat:{}@{}", token.as_str(), self.addr()))
-                    .unwrap(),
-            )
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(&self.ca_pem).unwrap()).unwrap(),
-            )
+        client_builder(self, token)
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap()
@@ -765,15 +757,7 @@ fn a_substituted_token_never_comes_back_in_headers_binary_or_compressed_bodies()
         ])],
         NetworkPolicy::default(),
     );
-    let client = reqwest::blocking::Client::builder()
-        .proxy(
-            reqwest::Proxy::all(format!("http://moat:{}@{}", token.as_str(), proxy.addr()))
-                .unwrap(),
-        )
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&proxy.ca_pem).unwrap()).unwrap(),
-        )
+    let client = client_builder(&proxy, &token)
         .redirect(reqwest::redirect::Policy::none())
         .http1_only() // upgrades exist only in HTTP/1.1
         .timeout(Duration::from_secs(20))
@@ -1526,13 +1510,9 @@ fn unauthenticated_connections_are_bounded_in_number_and_lifetime() {
     assert_eq!(upstream.seen().len(), 3);
 }
 
-/// A client through `proxy` for `token`, HTTP/1.1 only or offering HTTP/2 too.
-fn client_speaking(
-    proxy: &InProcess,
-    token: &RunToken,
-    h1_only: bool,
-) -> reqwest::blocking::Client {
-    let builder = reqwest::blocking::Client::builder()
+/// A client builder through `proxy` for `token`, trusting the proxy's CA only.
+fn client_builder(proxy: &InProcess, token: &RunToken) -> reqwest::blocking::ClientBuilder {
+    reqwest::blocking::Client::builder()
         .proxy(
             reqwest::Proxy::all(format!("http://moat:{}@{}", token.as_str(), proxy.addr()))
                 .unwrap(),
@@ -1541,7 +1521,15 @@ fn client_speaking(
         .add_root_certificate(
             reqwest::Certificate::from_pem(&std::fs::read(&proxy.ca_pem).unwrap()).unwrap(),
         )
-        .timeout(Duration::from_secs(20));
+}
+
+/// A client through `proxy` for `token`, HTTP/1.1 only or offering HTTP/2 too.
+fn client_speaking(
+    proxy: &InProcess,
+    token: &RunToken,
+    h1_only: bool,
+) -> reqwest::blocking::Client {
+    let builder = client_builder(proxy, token).timeout(Duration::from_secs(20));
     let builder = if h1_only {
         builder.http1_only()
     } else {
