@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds="${1:-60}"
-targets="${TARGETS:-plugin_stdout sdk_serve proxy_front network_rule credential_file moat_yaml provider_file}"
+targets="${TARGETS:-plugin_stdout sdk_serve proxy_front network_rule credential_file moat_yaml provider_file upstream_websocket}"
 export RUSTC_BOOTSTRAP=1
 # Plain `cargo fuzz` picks the default toolchain; a toolchain file elsewhere must not change that.
 export CARGO_TARGET_DIR="$PWD/target"

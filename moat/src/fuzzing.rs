@@ -9,13 +9,17 @@
 //! | [`credential_file`] | a damaged or hostile `.enc` credential file, and its decrypted JSON |
 //! | [`moat_yaml`] | a workspace's `moat.yaml` |
 //! | [`provider_file`] | a declared provider's YAML file (`$MOAT_HOME/providers/*.yaml`), and the rules it makes |
+//! | [`upstream_websocket`] | what an upstream sends on a WebSocket of a host moat adds credentials to (frames, masked) |
 //!
 //! The proxy's front is fuzzed through [`crate::proxy::Proxy::into_stream_server`].
 
-use moat_plugin_sdk::Secret;
+use moat_plugin_sdk::{Secret, SecretSet};
 use std::path::Path;
+use std::sync::Arc;
 
+use crate::proxy::mask::SecretMask;
 use crate::proxy::policy::CompiledPolicy;
+use crate::proxy::wsmask::{FrameError, FrameMasker};
 use crate::proxy::{NetworkPolicy, PolicyMode};
 
 /// Feeds `data` to moat's reader of a plugin's stdout until it reports the end of output or a
@@ -98,4 +102,41 @@ pub fn provider_file(text: &str) {
         let _ = provider.configure_proxy(&credential).await;
         let _ = provider.container_env(&credential).await;
     });
+}
+
+/// Feeds `data` (after its first byte) to the frame masker of a WebSocket on a credential host,
+/// as the upstream's side after the `101`: once in one piece, once cut every 1 to 16 bytes (the
+/// first byte says). How the bytes arrive must not matter: the same output, or the same refusal;
+/// and the masker never sends more than it was given.
+pub fn upstream_websocket(data: &[u8]) {
+    let Some((&step, stream)) = data.split_first() else {
+        return;
+    };
+    // Built once: the automaton costs more than most inputs.
+    static MASK: std::sync::OnceLock<Arc<SecretMask>> = std::sync::OnceLock::new();
+    let mask = MASK.get_or_init(|| {
+        let secrets: SecretSet = [Secret::new("Bearer ghp_fuzzWebSocket0123")]
+            .into_iter()
+            .collect();
+        SecretMask::new(&secrets).expect("a secret long enough to search for")
+    });
+    let whole = relay(mask, stream, stream.len().max(1));
+    let cut = relay(mask, stream, usize::from(step % 16) + 1);
+    match (&whole, &cut) {
+        (Ok(whole), Ok(cut)) => assert!(whole == cut, "the output depends on the cuts"),
+        (Err(whole), Err(cut)) => assert_eq!(whole, cut, "the refusal depends on the cuts"),
+        _ => panic!("refused one way and not the other: {whole:?} / {cut:?}"),
+    }
+}
+
+/// `stream` through a masker `step` bytes at a time, then its end.
+fn relay(mask: &Arc<SecretMask>, stream: &[u8], step: usize) -> Result<Vec<u8>, FrameError> {
+    let mut masker = FrameMasker::new(Arc::clone(mask));
+    let mut out = Vec::new();
+    for piece in stream.chunks(step) {
+        out.extend_from_slice(&masker.push(piece)?);
+    }
+    masker.finish(&mut out);
+    assert!(out.len() <= stream.len(), "the masker sent more than it got");
+    Ok(out)
 }

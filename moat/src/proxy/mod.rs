@@ -56,7 +56,7 @@ mod host;
 mod inject;
 mod listener;
 pub(crate) mod log;
-mod mask;
+pub(crate) mod mask;
 mod pipeline;
 pub(crate) mod policy;
 pub(crate) mod reclaim;
@@ -64,7 +64,7 @@ mod respond;
 pub(crate) mod runs;
 mod tunnel;
 pub(crate) mod upstream;
-mod wsmask;
+pub(crate) mod wsmask;
 
 pub use blocked::{BlockReason, Blocked, MAX_BLOCKED_EVENTS};
 pub use ca::{CaError, CertificateAuthority};
