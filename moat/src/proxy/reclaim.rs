@@ -2,7 +2,7 @@
 //!
 //! glibc's malloc keeps the pages it was given back for reuse: after a burst of 1,000
 //! intercepted connections (about 43 KiB each: two TLS sessions and their buffers) close, the
-//! proxy has about 2 MiB allocated but an RSS still at the burst's peak, 54 MiB, for as long as it
+//! proxy has about 2 MiB allocated but an RSS still at the burst's peak, 53 MiB, for as long as it
 //! lives (the soak of RELIABILITY.md). A proxy that runs beside an agent all day on a laptop should
 //! not keep the high-water mark of its busiest minute. So the first connection to close after a
 //! quiet spell arms a timer; when it fires, the allocator returns its free pages
