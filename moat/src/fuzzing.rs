@@ -137,6 +137,9 @@ fn relay(mask: &Arc<SecretMask>, stream: &[u8], step: usize) -> Result<Vec<u8>, 
         out.extend_from_slice(&masker.push(piece)?);
     }
     masker.finish(&mut out);
-    assert!(out.len() <= stream.len(), "the masker sent more than it got");
+    assert!(
+        out.len() <= stream.len(),
+        "the masker sent more than it got"
+    );
     Ok(out)
 }

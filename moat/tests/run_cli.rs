@@ -461,3 +461,47 @@ fn regex_escape(text: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn status_counts_runs_and_says_when_the_engine_cannot_be_reached() {
+    let home = Home::new();
+    home.run("run_00000000000a", "old-run", 120, RunState::Stopped);
+    home.run("run_00000000000b", "new-run", 1, RunState::Running);
+    home.run("run_00000000000c", "broken", 30, RunState::Failed);
+    let out = home
+        .moat(&["status", "--json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "cannot reach the container engine",
+        ))
+        .get_output()
+        .stdout
+        .clone();
+    let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status["runtime"]["reachable"], false);
+    assert_eq!(
+        status["runtime"]["endpoint"],
+        "unix:///nonexistent/docker.sock"
+    );
+    let active = status["active_runs"].as_array().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["name"], "new-run");
+    assert_eq!(status["ended_runs"], 2);
+    assert!(status["runs_disk_bytes"].as_u64().unwrap() > 0);
+    assert!(status["orphaned_containers"].is_null());
+
+    home.moat(&["status"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "Runtime: docker at unix:///nonexistent/docker.sock, unreachable",
+        ))
+        .stdout(predicate::str::contains("Active runs: 1"))
+        .stdout(predicate::str::contains("new-run"))
+        .stdout(predicate::str::contains("Ended runs: 2"))
+        .stdout(predicate::str::contains("'moat destroy <run>'"))
+        .stdout(predicate::str::contains("Orphaned containers: unknown"));
+}

@@ -14,6 +14,7 @@ mod proxy;
 mod revoke;
 mod run;
 mod runs;
+mod status;
 mod stop;
 mod table;
 mod trace;
@@ -93,6 +94,9 @@ enum Command {
     Provider(provider::ProviderArgs),
     /// List runs, newest first.
     List(list::ListArgs),
+    /// Whether the container engine answers, the active runs, disk kept by ended runs, and
+    /// containers left behind.
+    Status(status::StatusArgs),
     /// Show a run's output (the last lines, or followed while it runs).
     Logs(logs::LogsArgs),
     /// Show the requests a run made through the proxy.
@@ -249,6 +253,7 @@ impl Cli {
             Command::Plugin(args) => plugin::run(args).await,
             Command::Provider(args) => provider::run(&context, args).await,
             Command::List(args) => list::run(&context, args),
+            Command::Status(args) => status::run(&context, args).await,
             Command::Logs(args) => logs::run(&context, args),
             // `-v` is the global flag: it also turns on debug logging on stderr.
             Command::Trace(args) => trace::run(&context, args, self.global.verbose > 0),
