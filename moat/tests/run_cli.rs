@@ -488,6 +488,11 @@ fn status_counts_runs_and_says_when_the_engine_cannot_be_reached() {
     let active = status["active_runs"].as_array().unwrap();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0]["name"], "new-run");
+    // The fixture's running run has no moat process behind it.
+    assert_eq!(
+        status["stale_runs"],
+        serde_json::json!(["run_00000000000b"])
+    );
     assert_eq!(status["ended_runs"], 2);
     assert!(status["runs_disk_bytes"].as_u64().unwrap() > 0);
     assert!(status["orphaned_containers"].is_null());
@@ -501,6 +506,10 @@ fn status_counts_runs_and_says_when_the_engine_cannot_be_reached() {
         ))
         .stdout(predicate::str::contains("Active runs: 1"))
         .stdout(predicate::str::contains("new-run"))
+        .stdout(predicate::str::contains("running, moat process gone"))
+        .stdout(predicate::str::contains(
+            "1 stale (its moat process is gone): 'moat destroy <run>' cleans one up",
+        ))
         .stdout(predicate::str::contains("Ended runs: 2"))
         .stdout(predicate::str::contains("'moat destroy <run>'"))
         .stdout(predicate::str::contains("Orphaned containers: unknown"));

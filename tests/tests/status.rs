@@ -14,11 +14,27 @@ fn status_names_containers_no_active_run_owns() {
     let image = docker::ensure_base_image();
     let env = MoatEnv::new();
     let store = RunStore::new(&MoatHome::at(env.home()));
+    // A live moat process owns the active run (any moat process will do: the proxy waits).
+    let owner = Owner(
+        std::process::Command::new(moat_tests::moat_bin())
+            .args(["proxy", "--listen", "127.0.0.1:0"])
+            .envs(env.vars())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut active = RunMetadata::new(RunId::generate(), "live", "/work/space");
+    active.owner_pid = Some(owner.0.id());
     store.create(&active).unwrap();
     for step in [RunState::Starting, RunState::Running] {
         store.set_state(&mut active, step).unwrap();
     }
+    // One whose moat process is gone.
+    let mut stale = RunMetadata::new(RunId::generate(), "stale", "/work/space");
+    stale.owner_pid = Some(u32::MAX);
+    store.create(&stale).unwrap();
+    store.set_state(&mut stale, RunState::Starting).unwrap();
     let label = TestLabel::new("status");
     let (key, value) = label.pair();
     let test_label = format!("{key}={value}");
@@ -55,7 +71,12 @@ fn status_names_containers_no_active_run_owns() {
     );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["runtime"]["reachable"], true);
-    assert_eq!(status["active_runs"][0]["name"], "live");
+    assert_eq!(status["active_runs"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        status["stale_runs"],
+        serde_json::json!([stale.id.as_str()]),
+        "the live run's owner is alive, the other's is gone"
+    );
     let names: Vec<&str> = status["orphaned_containers"]
         .as_array()
         .unwrap()
@@ -78,7 +99,8 @@ fn status_names_containers_no_active_run_owns() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Runtime: docker at "), "{text}");
     assert!(text.contains("reachable"), "{text}");
-    assert!(text.contains("Active runs: 1"), "{text}");
+    assert!(text.contains("Active runs: 2"), "{text}");
+    assert!(text.contains("starting, moat process gone"), "{text}");
     assert!(text.contains("Remove them with: docker rm -f"), "{text}");
     assert!(text.contains(&orphan), "{text}");
     let remove_line = text
@@ -86,4 +108,14 @@ fn status_names_containers_no_active_run_owns() {
         .find(|l| l.starts_with("Remove them with"))
         .unwrap();
     assert!(!remove_line.contains(&owned), "{text}");
+}
+
+/// The owning moat process, killed when the test ends.
+struct Owner(std::process::Child);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

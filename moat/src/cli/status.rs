@@ -13,7 +13,8 @@ use crate::run::RunMetadata;
 use crate::runtime::{DockerRuntime, Endpoint, Runtime as _};
 
 const HELP: &str = "\
-Active runs are those created, starting, running or stopping. Ended runs keep their records
+Active runs are those created, starting, running or stopping; one whose moat process is gone
+(killed, or the machine restarted) is stale: 'moat destroy <run>' cleans it up. Ended runs keep their records
 (metadata, output, request and audit logs) under $MOAT_HOME/runs/ until 'moat destroy' removes
 them. An orphaned container carries moat's label but belongs to no active run (left behind by a
 moat that was killed); 'docker rm -f' removes it.
@@ -41,6 +42,8 @@ const RUN_LABEL: &str = "moat.run";
 struct Status {
     runtime: RuntimeStatus,
     active_runs: Vec<RunMetadata>,
+    /// Ids of the active runs whose `moat` process is gone.
+    stale_runs: Vec<String>,
     ended_runs: usize,
     /// Bytes under `$MOAT_HOME/runs/`.
     runs_disk_bytes: u64,
@@ -69,6 +72,11 @@ pub async fn run(context: &Context, args: StatusArgs) -> CliResult {
     let runs = store(context).list().map_err(store_error)?;
     let (active_runs, ended): (Vec<_>, Vec<_>) =
         runs.into_iter().partition(|run| !run.state().is_ended());
+    let stale_runs = active_runs
+        .iter()
+        .filter(|run| !super::stop::owner_alive(run))
+        .map(|run| run.id.to_string())
+        .collect();
     let runs_disk_bytes = disk_usage(&context.home.root().join("runs"));
     let (runtime, orphaned_containers, unreachable) = match DockerRuntime::connect().await {
         Ok(docker) => {
@@ -122,6 +130,7 @@ pub async fn run(context: &Context, args: StatusArgs) -> CliResult {
     let status = Status {
         runtime,
         active_runs,
+        stale_runs,
         ended_runs: ended.len(),
         runs_disk_bytes,
         orphaned_containers,
@@ -161,12 +170,22 @@ fn print_text(status: &Status, runs_dir: &Path) {
                     run.name.clone(),
                     run.id.to_string(),
                     run.agent.clone().unwrap_or_else(|| "-".into()),
-                    run.state().to_string(),
+                    if status.stale_runs.contains(&run.id.to_string()) {
+                        format!("{}, moat process gone", run.state())
+                    } else {
+                        run.state().to_string()
+                    },
                     table::relative(run.created_at, now),
                 ]
             })
             .collect();
         table::print(&["NAME", "RUN ID", "AGENT", "STATE", "AGE"], &rows, 2);
+        if !status.stale_runs.is_empty() {
+            println!(
+                "{} stale (its moat process is gone): 'moat destroy <run>' cleans one up",
+                status.stale_runs.len()
+            );
+        }
     }
 
     print!(

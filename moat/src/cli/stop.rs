@@ -155,7 +155,7 @@ fn pick(
 }
 
 /// Whether the `moat run` process that owns the run is still alive.
-fn owner_alive(meta: &RunMetadata) -> bool {
+pub(super) fn owner_alive(meta: &RunMetadata) -> bool {
     let Some(pid) = meta.owner_pid else {
         return false;
     };
