@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::runs::{print_json, store, store_error};
 use super::{CliError, CliResult, Context, table};
 use crate::run::RunMetadata;
-use crate::runtime::{DockerRuntime, Endpoint, Runtime as _};
+use crate::runtime::{DockerRuntime, Endpoint, MANAGED_LABEL, RUN_LABEL, Runtime as _};
 
 const HELP: &str = "\
 Active runs are those created, starting, running or stopping; one whose moat process is gone
@@ -32,11 +32,6 @@ pub struct StatusArgs {
     #[arg(long)]
     json: bool,
 }
-
-/// The label moat puts on every container it creates (`run/manager.rs`).
-const MANAGED_LABEL: &str = "moat.managed=true";
-/// The label naming a container's run.
-const RUN_LABEL: &str = "moat.run";
 
 #[derive(Serialize)]
 struct Status {
@@ -81,7 +76,7 @@ pub async fn run(context: &Context, args: StatusArgs) -> CliResult {
     let (runtime, orphaned_containers, unreachable) = match DockerRuntime::connect().await {
         Ok(docker) => {
             let endpoint = Some(docker.endpoint().host.clone());
-            match docker.list(MANAGED_LABEL).await {
+            match docker.list(&format!("{MANAGED_LABEL}=true")).await {
                 Ok(containers) => {
                     let orphans = containers
                         .into_iter()

@@ -45,7 +45,7 @@ use crate::runtime::init::{CA_DIR, INIT_FILES_DIR};
 use crate::runtime::progress::Progress;
 use crate::runtime::{
     BindMount, ContainerId, ContainerSpec, ImagePlan, ImageRequest, InitOptions, InitScript,
-    NetworkSpec, OutputStream, Runtime, RuntimeError,
+    MANAGED_LABEL, NetworkSpec, OutputStream, RUN_LABEL, Runtime, RuntimeError,
 };
 
 /// The container user's home (moat's init creates it when the image has none).
@@ -545,8 +545,8 @@ impl Manager {
         // under the strict policy, and drops to the workspace's owner.
         let init = InitScript::install(&self.home.root().join("runtime"))?;
         let mut spec = ContainerSpec::new(id.as_str(), image.clone(), request.command.clone());
-        spec.labels.insert("moat.run".into(), id.to_string());
-        spec.labels.insert("moat.managed".into(), "true".into());
+        spec.labels.insert(RUN_LABEL.into(), id.to_string());
+        spec.labels.insert(MANAGED_LABEL.into(), "true".into());
         spec.env = env.to_pairs().into_iter().collect::<BTreeMap<_, _>>();
         spec.mounts = mounts;
         spec.network = Some(network.name.clone());

@@ -83,6 +83,9 @@ pub const WORKSPACE: &str = "/workspace";
 /// `true`.
 pub const MANAGED_LABEL: &str = "moat.managed";
 
+/// The label naming the run a container belongs to (its run id).
+pub const RUN_LABEL: &str = "moat.run";
+
 /// A container's id as the engine knows it (or its name: the engine accepts both).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerId(pub String);
