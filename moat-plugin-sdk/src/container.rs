@@ -124,6 +124,18 @@ pub struct PrepareOpts {
     pub options: serde_json::Value,
 }
 
+impl PrepareOpts {
+    /// The run's [`runtime_context`](Self::runtime_context) as the agent's instruction file at
+    /// `path` (`~/.claude/CLAUDE.md`, `~/.codex/AGENTS.md`, ...); `None` when there is no context.
+    pub fn context_file(&self, path: PathBuf) -> Option<InitFile> {
+        let context = self.runtime_context.as_deref()?;
+        (!context.trim().is_empty()).then(|| InitFile {
+            path,
+            content: context.to_owned(),
+        })
+    }
+}
+
 /// What an agent adds to the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ContainerConfig {
@@ -265,4 +277,34 @@ impl ContainerConfig {
 
 fn is_false(value: &bool) -> bool {
     !value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_file_exists_only_with_a_context() {
+        let mut opts = PrepareOpts {
+            credential: None,
+            container_home: "/home/moatuser".into(),
+            workspace: None,
+            grants: Vec::new(),
+            mcp_servers: BTreeMap::new(),
+            runtime_context: None,
+            options: serde_json::Value::Null,
+        };
+        let path = PathBuf::from("/home/moatuser/.codex/AGENTS.md");
+        assert_eq!(opts.context_file(path.clone()), None);
+        opts.runtime_context = Some(" \n".into());
+        assert_eq!(opts.context_file(path.clone()), None);
+        opts.runtime_context = Some("# This run\n".into());
+        assert_eq!(
+            opts.context_file(path.clone()),
+            Some(InitFile {
+                path,
+                content: "# This run\n".into()
+            })
+        );
+    }
 }

@@ -87,16 +87,7 @@ pub fn stage(
         &claude_json(opts, host_config.as_ref()),
     ));
     files.push(init_file(home, ".claude/settings.json", &settings_json()));
-    if let Some(context) = opts
-        .runtime_context
-        .as_deref()
-        .filter(|c| !c.trim().is_empty())
-    {
-        files.push(InitFile {
-            path: home.join(".claude/CLAUDE.md"),
-            content: context.to_owned(),
-        });
-    }
+    files.extend(opts.context_file(home.join(".claude/CLAUDE.md")));
     let both = ["claude", "anthropic"]
         .iter()
         .all(|name| opts.grants.iter().any(|g| g == name));

@@ -107,12 +107,7 @@ impl AgentProvider for CodexProvider {
                 content: config_toml(require_approval, &opts.mcp_servers),
             },
         ];
-        if let Some(context) = opts.runtime_context.as_deref().filter(|c| !c.is_empty()) {
-            init_files.push(InitFile {
-                path: dir.join("AGENTS.md"),
-                content: context.to_string(),
-            });
-        }
+        init_files.extend(opts.context_file(dir.join("AGENTS.md")));
         Ok(ContainerConfig::from_init_files(init_files))
     }
 

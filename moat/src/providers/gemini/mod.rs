@@ -161,12 +161,7 @@ impl AgentProvider for GeminiProvider {
                 content: oauth_creds_json(expiry.timestamp_millis()),
             });
         }
-        if let Some(context) = opts.runtime_context.as_deref().filter(|c| !c.is_empty()) {
-            init_files.push(InitFile {
-                path: dir.join("GEMINI.md"),
-                content: context.to_string(),
-            });
-        }
+        init_files.extend(opts.context_file(dir.join("GEMINI.md")));
         Ok(ContainerConfig::from_init_files(init_files))
     }
 
