@@ -129,8 +129,7 @@ impl SecretMask {
 /// Masks a stream of chunks with a [`SecretMask`]: [`push`](MaskStream::push) returns what can
 /// go on now and keeps back only a tail that could be the start of a secret;
 /// [`finish`](MaskStream::finish) returns the rest. Bytes are only ever delayed, never added or
-/// removed.
-#[derive(Debug)]
+/// removed. No `Debug`: the held-back tail can be the start of a secret.
 pub(crate) struct MaskStream {
     mask: Arc<SecretMask>,
     /// The held-back tail, as received (unmasked, so a form that starts in it is still found).

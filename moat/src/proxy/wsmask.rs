@@ -33,13 +33,11 @@ pub(crate) enum FrameError {
 
 /// Output waiting, in order: bytes as they are, or room for this many masked payload bytes of
 /// the current data message.
-#[derive(Debug)]
 enum Item {
     Literal(Vec<u8>),
     Payload(usize),
 }
 
-#[derive(Debug)]
 enum State {
     /// Reading a frame header (kept in `header`).
     Header,
@@ -53,8 +51,8 @@ enum State {
     },
 }
 
-/// Masks the server-to-client byte stream of a WebSocket.
-#[derive(Debug)]
+/// Masks the server-to-client byte stream of a WebSocket. No `Debug`: a control frame's payload
+/// waits here unmasked until it is whole.
 pub(crate) struct FrameMasker {
     mask: Arc<SecretMask>,
     state: State,
